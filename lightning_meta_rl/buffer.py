@@ -1,0 +1,127 @@
+"""Preallocated ring replay buffer and running observation statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightning_meta_rl.types import Batch, Rollout
+
+
+class ReplayBuffer:
+    """Fixed-capacity FIFO of transitions; the oldest are overwritten once it is full."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        if capacity <= 0:
+            raise ValueError(f"buffer capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.action = torch.zeros(capacity, act_dim)
+        self.reward = torch.zeros(capacity)
+        self.terminated = torch.zeros(capacity)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, rollout: Rollout) -> None:
+        """Append every step of a rollout, wrapping around at capacity."""
+        n = len(rollout)
+        if n == 0:
+            return
+        if n > self.capacity:  # only the newest `capacity` steps can survive anyway
+            start = n - self.capacity
+            rollout = Rollout(
+                rollout.obs[start:],
+                rollout.action[start:],
+                rollout.raw_action[start:],
+                rollout.reward[start:],
+                rollout.next_obs[start:],
+                rollout.terminated[start:],
+                rollout.truncated[start:],
+            )
+            n = self.capacity
+        idx = (self.pos + torch.arange(n)) % self.capacity
+        self.obs[idx] = rollout.obs
+        self.next_obs[idx] = rollout.next_obs
+        self.action[idx] = rollout.action
+        self.reward[idx] = rollout.reward
+        self.terminated[idx] = rollout.terminated
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        return torch.randint(0, self.size, (batch_size,), generator=generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        n = self.size
+        return {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "size": n,
+            "obs": self.obs[:n].clone(),
+            "next_obs": self.next_obs[:n].clone(),
+            "action": self.action[:n].clone(),
+            "reward": self.reward[:n].clone(),
+            "terminated": self.terminated[:n].clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"checkpoint buffer capacity {state['capacity']} differs from {self.capacity}")
+        n = state["size"]
+        for name in ("obs", "next_obs", "action", "reward", "terminated"):
+            getattr(self, name)[:n] = state[name]
+        self.pos, self.size = state["pos"], n
+
+
+def gather(rollout_or_buffer: ReplayBuffer | Rollout, idx: torch.Tensor) -> Batch:
+    """Rows ``idx`` of a buffer or rollout as a Batch (raw observations)."""
+    src = rollout_or_buffer
+    return Batch(src.obs[idx], src.action[idx], src.reward[idx], src.next_obs[idx], src.terminated[idx])
+
+
+class RunningNorm:
+    """Running mean/variance of observations (parallel Welford); normalizes and clips to +-clip."""
+
+    def __init__(self, dim: int, clip: float, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.clip = clip
+        self.mean = torch.zeros(dim, dtype=torch.float64)
+        self.var = torch.ones(dim, dtype=torch.float64)
+        self.count = 0
+        self._mean32 = self.mean.float()
+        self._std32 = self.var.sqrt().float()
+
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch [N, dim] into the statistics."""
+        if not self.enabled or x.shape[0] == 0:
+            return
+        x = x.double()
+        n = x.shape[0]
+        b_mean, b_var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = b_mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+        self._mean32 = self.mean.float()
+        self._std32 = (self.var.sqrt() + 1e-8).float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        return ((x - self._mean32) / self._std32).clamp(-self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.var, self.count = state["mean"].clone(), state["var"].clone(), int(state["count"])
+        self._mean32 = self.mean.float()
+        self._std32 = (self.var.sqrt() + 1e-8).float()

@@ -1,0 +1,146 @@
+"""The one place that knows gymnasium: making, checking and seeding environments, and stepping them."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from lightning_meta_rl.errors import EnvironmentNotSupported, TrainingDiverged
+
+SUPPORTED = "a gymnasium environment with a flat Box observation space and a Box action space"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the learner needs to know about an environment."""
+
+    env_id: str
+    obs_dim: int
+    act_dim: int
+    action_low: list[float]
+    action_high: list[float]
+    max_episode_steps: int | None
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """gymnasium.make with a clear error for ids that do not exist."""
+    try:
+        return gym.make(env_id, **(env_kwargs or {}))
+    except gym.error.Error as exc:
+        known = list(gym.registry.keys())
+        close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise EnvironmentNotSupported(
+            f"Unknown environment id '{env_id}': gymnasium says: {exc}.{hint} "
+            f"Any registered id works if it is {SUPPORTED}."
+        ) from None
+    except ImportError as exc:
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' needs a package that is not installed: {exc}."
+        ) from None
+
+
+def check_spaces(env_id: str, env: gym.Env) -> EnvSpec:
+    """Reject spaces the method cannot handle; return the environment's facts."""
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Box):
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has a {type(act_space).__name__} action space; DDPG and the meta-teacher "
+            f"need continuous actions. Supported: {SUPPORTED}."
+        )
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        shape = getattr(obs_space, "shape", None)
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has a {type(obs_space).__name__} observation space of shape {shape}; "
+            f"only flat vectors are supported (no images, dicts or tuples). Supported: {SUPPORTED}."
+        )
+    if len(act_space.shape) != 1:
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has actions of shape {act_space.shape}; only flat action vectors are supported."
+        )
+    low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has unbounded actions (low={low}, high={high}); a tanh policy needs finite bounds."
+        )
+    limit = env.spec.max_episode_steps if env.spec is not None else None
+    return EnvSpec(
+        env_id, int(obs_space.shape[0]), int(act_space.shape[0]), low.tolist(), high.tolist(), limit
+    )
+
+
+def probe(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvSpec:
+    """Make the environment once, check it and return its facts (used at start-up, before training)."""
+    env = make_env(env_id, env_kwargs)
+    try:
+        return check_spaces(env_id, env)
+    finally:
+        env.close()
+
+
+def env_seed(seed: int, rank: int, role: int, index: int = 0) -> int:
+    """The one seeding formula: env ``index`` of ``role`` on rank r gets seed + 10_000 * r + 1_000 * role + index.
+
+    Roles keep the training (teacher / noise), student-rollout and reporting-evaluation environments disjoint.
+    """
+    return seed + 10_000 * rank + 1_000 * role + index
+
+
+ROLE_TRAIN, ROLE_ROLLOUT, ROLE_EVAL = 0, 1, 2
+
+
+class StepResult:
+    """One environment step, with observations as float32 arrays."""
+
+    __slots__ = ("next_obs", "reward", "terminated", "truncated")
+
+    def __init__(self, next_obs: np.ndarray, reward: float, terminated: bool, truncated: bool) -> None:
+        self.next_obs, self.reward, self.terminated, self.truncated = next_obs, reward, terminated, truncated
+
+
+class EnvRunner:
+    """A single gymnasium env: seeded once, reset by hand (no autoreset), NaN/inf checked on every step."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None, seed: int) -> None:
+        self.env_id = env_id
+        self.env = make_env(env_id, env_kwargs)
+        self.env.action_space.seed(seed)
+        self._seed: int | None = seed
+        self.steps_taken = 0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start an episode; the first reset uses the construction seed, later ones continue its RNG."""
+        if seed is None:
+            seed, self._seed = self._seed, None
+        obs, _ = self.env.reset(seed=seed)
+        return self._checked(np.asarray(obs, dtype=np.float32), "reset")
+
+    def step(self, action: np.ndarray) -> StepResult:
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.steps_taken += 1
+        if not np.isfinite(reward):
+            self._fail(f"reward {reward}")
+        return StepResult(
+            self._checked(np.asarray(obs, dtype=np.float32), "step"),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+        )
+
+    def _checked(self, obs: np.ndarray, where: str) -> np.ndarray:
+        if not np.all(np.isfinite(obs)):
+            self._fail(f"observation {obs} at {where}")
+        return obs
+
+    def _fail(self, what: str) -> None:
+        raise TrainingDiverged(
+            f"Environment '{self.env_id}' returned a non-finite {what} after {self.steps_taken} steps of this "
+            f"environment instance. Training stopped; the last checkpoint written before this point is intact."
+        )
+
+    def close(self) -> None:
+        self.env.close()

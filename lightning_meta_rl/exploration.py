@@ -1,0 +1,218 @@
+"""How data is generated: one interface, two kinds of implementation.
+
+Fixed noise around the student (the DDPG baseline: Gaussian, Ornstein-Uhlenbeck) and learned teachers
+trained by the meta-policy gradient (``meta``, ``meta_state``, ``meta_variance``). Each maps an
+observation and the current student to an :class:`~lightning_meta_rl.rollout.Action`; learned ones
+also give log pi_e of the actions they took.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightning_meta_rl.networks import ActionScale, GaussianHead
+from lightning_meta_rl.rollout import Action
+from lightning_meta_rl.student import Student
+
+KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou")
+LEARNED = ("meta", "meta_state", "meta_variance")
+
+
+class Exploration(nn.Module):
+    """Base class: ``act`` samples an exploratory action; learned subclasses implement ``log_prob``."""
+
+    learned = False
+
+    def __init__(self, scale: ActionScale) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        raise NotImplementedError
+
+    def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
+        """log pi_e(raw_action | context) summed over action dims. [T, C], [T, act] -> [T]."""
+        raise TypeError(f"{type(self).__name__} is fixed noise and has no learnable log-probability")
+
+    def reset(self) -> None:
+        """Episode start."""
+
+
+class GaussianNoise(Exploration):
+    """a = clip(mu(s) + sigma * half_range * N(0, I)): the DDPG baseline's default noise."""
+
+    def __init__(self, scale: ActionScale, sigma: float) -> None:
+        super().__init__(scale)
+        self.sigma = sigma
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        mean = student.actor(obs)
+        raw = (
+            mean + torch.randn(mean.shape, generator=generator).to(mean) * self.sigma * self.scale.half_range
+        )
+        return Action(raw, self.scale.clip(raw))
+
+
+class OUNoise(Exploration):
+    """Ornstein-Uhlenbeck noise around mu(s) (dx = -theta x dt + sigma sqrt(dt) dW), reset every episode."""
+
+    def __init__(self, scale: ActionScale, sigma: float, theta: float = 0.15, dt: float = 1e-2) -> None:
+        super().__init__(scale)
+        self.sigma, self.theta, self.dt = sigma, theta, dt
+        self.state: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        mean = student.actor(obs)
+        if self.state is None:
+            self.state = torch.zeros(mean.shape)
+        dw = torch.randn(mean.shape, generator=generator) * math.sqrt(self.dt)
+        self.state = self.state - self.theta * self.state * self.dt + self.sigma * dw
+        raw = mean + self.state.to(mean) * self.scale.half_range
+        return Action(raw, self.scale.clip(raw))
+
+
+class LearnedTeacher(Exploration):
+    """pi_e(a | s) = N(mean(context), Sigma); what ``context`` is distinguishes the three variants."""
+
+    learned = True
+
+    def __init__(self, scale: ActionScale, head: GaussianHead) -> None:
+        super().__init__(scale)
+        self.head = head
+
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
+        raise NotImplementedError
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        ctx = self.context(obs, student)
+        raw = self.head.sample(ctx, generator)
+        return Action(raw, self.scale.clip(raw), ctx)
+
+    def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
+        return self.head.log_prob(context, raw_action)
+
+
+class MetaTeacher(LearnedTeacher):
+    """``meta``: N(f(s; theta_e), Sigma), f an MLP independent of the student."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        scale: ActionScale,
+        sigma: float,
+        learn_std: bool,
+        hidden: Sequence[int],
+        layer_norm: bool,
+    ) -> None:
+        super().__init__(scale, GaussianHead(obs_dim, scale, sigma, learn_std, hidden, layer_norm))
+
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
+        return obs
+
+
+class MetaStateTeacher(LearnedTeacher):
+    """``meta_state``: f sees [s, Q(s, mu(s)), mu(s)] with the student's features detached."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        scale: ActionScale,
+        sigma: float,
+        learn_std: bool,
+        hidden: Sequence[int],
+        layer_norm: bool,
+    ) -> None:
+        act_dim = scale.low.numel()
+        super().__init__(
+            scale, GaussianHead(obs_dim + 1 + act_dim, scale, sigma, learn_std, hidden, layer_norm)
+        )
+
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
+        with torch.no_grad():
+            mu = student.actor(obs)
+            q = student.critic(obs, mu)
+        return torch.cat([obs, q.unsqueeze(-1), self.scale.inverse(mu)], dim=-1)
+
+
+class MetaVarianceTeacher(LearnedTeacher):
+    """``meta_variance``: N(mu(s; theta_student), Sigma(theta_e)); only the state-independent log-std learns."""
+
+    def __init__(self, scale: ActionScale, sigma: float) -> None:
+        super().__init__(scale, GaussianHead(scale.low.numel(), scale, sigma, learn_std=True, hidden=None))
+
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
+        with torch.no_grad():
+            return student.actor(obs)
+
+
+def build_exploration(
+    kind: str,
+    obs_dim: int,
+    scale: ActionScale,
+    sigma: float,
+    learn_std: bool,
+    hidden: Sequence[int],
+    layer_norm: bool,
+    ou_theta: float,
+) -> Exploration:
+    """The exploration named by ``kind`` (one of KINDS)."""
+    if kind == "meta":
+        return MetaTeacher(obs_dim, scale, sigma, learn_std, hidden, layer_norm)
+    if kind == "meta_state":
+        return MetaStateTeacher(obs_dim, scale, sigma, learn_std, hidden, layer_norm)
+    if kind == "meta_variance":
+        return MetaVarianceTeacher(scale, sigma)
+    if kind == "gaussian":
+        return GaussianNoise(scale, sigma)
+    if kind == "ou":
+        return OUNoise(scale, sigma, theta=ou_theta)
+    raise ValueError(f"unknown exploration kind '{kind}'; choose one of {', '.join(KINDS)}")
+
+
+class ExplorationPolicy:
+    """Adapts an Exploration + the live student to the Collector's Policy protocol."""
+
+    def __init__(self, exploration: Exploration, student: Student, generator: torch.Generator) -> None:
+        self.exploration, self.student, self.generator = exploration, student, generator
+
+    def act(self, obs: torch.Tensor) -> Action:
+        return self.exploration.act(obs.to(self.student.actor.scale.low.device), self.student, self.generator)
+
+    def reset(self) -> None:
+        self.exploration.reset()
+
+
+class DeterministicPolicy:
+    """The student's (or a look-ahead copy's) mu(s), no noise."""
+
+    def __init__(self, actor: nn.Module) -> None:
+        self.actor = actor
+
+    def act(self, obs: torch.Tensor) -> Action:
+        a = self.actor(obs.to(next(self.actor.parameters()).device))
+        return Action(a, a)
+
+    def reset(self) -> None:
+        pass
+
+
+class UniformPolicy:
+    """Uniformly random actions in the bounds: the warm-up of both arms."""
+
+    def __init__(self, scale: ActionScale, generator: torch.Generator) -> None:
+        self.scale, self.generator = scale, generator
+
+    def act(self, obs: torch.Tensor) -> Action:
+        u = torch.rand((1, self.scale.low.numel()), generator=self.generator) * 2 - 1
+        a = self.scale(u.to(self.scale.low.device))
+        return Action(a, a)
+
+    def reset(self) -> None:
+        pass

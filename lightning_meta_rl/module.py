@@ -1,0 +1,355 @@
+"""MetaRLModule: owns the DDPG student and the exploration (teacher or noise); one ``training_step``
+is one iteration of Algorithm 1 (SPEC.md section 1), or one DDPG iteration for the baseline arm."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
+from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.errors import TrainingDiverged
+from lightning_meta_rl.exploration import (
+    DeterministicPolicy,
+    ExplorationPolicy,
+    UniformPolicy,
+    build_exploration,
+)
+from lightning_meta_rl.losses import teacher_loss
+from lightning_meta_rl.networks import ActionScale
+from lightning_meta_rl.results import EvalHistory
+from lightning_meta_rl.student import Optimizer, Student, ddpg_update, lookahead_copy, make_adam
+from lightning_meta_rl.types import Rollout
+
+__all__ = ["MetaConfig", "MetaRLModule", "StudentConfig", "TeacherConfig"]
+
+
+class MetaRLModule(L.LightningModule):
+    """DDPG student + meta-policy-gradient teacher, with manual optimization of three optimizers.
+
+    Args:
+        obs_dim, act_dim, action_low, action_high: environment facts, linked from the DataModule.
+        student: the DDPG student's settings.
+        teacher: the exploration: a learned teacher (Meta arm) or fixed noise (DDPG arm).
+        meta: Algorithm 1's settings (ignored by the DDPG arm except ``d0_steps``, its steps per iteration).
+        utd_ratio: student updates per environment step collected, the same in both arms.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        action_low: list[float],
+        action_high: list[float],
+        student: StudentConfig = StudentConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        teacher: TeacherConfig = TeacherConfig(),  # noqa: B008
+        meta: MetaConfig = MetaConfig(),  # noqa: B008
+        utd_ratio: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if not utd_ratio > 0:
+            raise ValueError(f"model.utd_ratio must be positive, got {utd_ratio}")
+        if len(action_low) != act_dim or len(action_high) != act_dim:
+            raise ValueError(
+                f"action bounds have {len(action_low)}/{len(action_high)} entries, expected {act_dim}"
+            )
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.cfg, self.teacher_cfg, self.meta_cfg, self.utd_ratio = student, teacher, meta, utd_ratio
+        scale = ActionScale(action_low, action_high)
+        self.student = Student(obs_dim, scale, student.hidden, student.layer_norm)
+        self.exploration = build_exploration(
+            teacher.kind,
+            obs_dim,
+            scale,
+            teacher.sigma,
+            teacher.learn_std,
+            teacher.hidden,
+            student.layer_norm,
+            teacher.ou_theta,
+        )
+        self.history = EvalHistory()
+        self.r_pi = math.nan  # R(pi): deterministic return of the student after the last iteration
+        self._steps_credited = 0  # env steps already turned into student-update credit
+        self._update_credit = 0.0
+        self._next_eval = 0
+        self._m_mean, self._m_var = 0.0, 1.0  # running meta-reward statistics (baseline / normalize options)
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def is_meta(self) -> bool:
+        return self.teacher_cfg.learned
+
+    @property
+    def data(self) -> RolloutDataModule:
+        dm = self.trainer.datamodule
+        if not isinstance(dm, RolloutDataModule):
+            raise TypeError("MetaRLModule needs a RolloutDataModule (trainer.fit(model, datamodule=...))")
+        return dm
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        opts = [
+            make_adam(list(self.student.actor.parameters()), self.cfg.actor_lr),
+            make_adam(list(self.student.critic.parameters()), self.cfg.critic_lr),
+        ]
+        if self.is_meta:
+            opts.append(make_adam(list(self.exploration.parameters()), self.teacher_cfg.lr))
+        return opts
+
+    def on_train_start(self) -> None:
+        data = self.data
+        data._apply_pending()
+        self.history.path = (
+            os.path.join(self.trainer.default_root_dir, "metrics.csv")
+            if self.trainer.is_global_zero
+            else None
+        )
+        self._t0 = time.perf_counter() - (self.history.rows[-1]["wall_time_s"] if self.history.rows else 0.0)
+        if data.env_steps > 0:  # resumed from a checkpoint: warm-up and first R(pi) are done
+            return
+        if data.warmup_steps > 0:  # both arms: uniformly random actions, stored, counted, no update yet
+            data.add(
+                data.collect_steps(UniformPolicy(self.student.actor.scale, data.noise_rng), data.warmup_steps)
+            )
+        self._steps_credited = data.env_steps
+        self._next_eval = data.eval_every
+        if self.is_meta:
+            self.r_pi = self._rollout_student(data).mean_return
+
+    # ------------------------------------------------------------------ one iteration
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        data = self.data
+        if self.is_meta:
+            metrics = self.meta_iteration(data)
+        else:
+            metrics = self.ddpg_iteration(data)
+        self._check_finite(metrics, data)
+        self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
+        self._maybe_evaluate(data)
+        if data.budget_spent:
+            self.trainer.should_stop = True
+
+    def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
+        """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
+        cfg = self.meta_cfg
+        # 1. D0 from the teacher as it is now
+        d0 = data.collect_steps(
+            ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps
+        )
+        # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
+        lookahead, look_metrics = self.lookahead(data, d0)
+        # 3. D1: pi' rolled out deterministically; R(pi') its mean return
+        seed = data.pairing_seed() if cfg.paired_evaluation else None
+        r_pi = self.r_pi
+        if seed is not None:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
+            r_pi = self._rollout_student(data, seed).mean_return
+        d1 = data.collect_episodes(DeterministicPolicy(lookahead.actor), cfg.eval_episodes, seed)
+        # 4. meta-reward
+        meta_reward = d1.mean_return - r_pi
+        # 5. teacher update by the meta-policy gradient
+        teacher_metrics = self.teacher_step(d0, meta_reward)
+        # 6. D0 and D1 into the replay buffer
+        data.add(d0)
+        data.add(d1)
+        # 7. student updates on the buffer, then the new R(pi) (its rollout is stored too)
+        student_metrics = self.student_updates(data)
+        self.r_pi = self._rollout_student(data).mean_return
+        return {
+            "meta/reward": meta_reward,
+            "meta/r_pi_before": r_pi,
+            "meta/r_pi_prime": d1.mean_return,
+            "meta/r_pi": self.r_pi,
+            **look_metrics,
+            **teacher_metrics,
+            **student_metrics,
+            **self._progress(data, d0),
+        }
+
+    def ddpg_iteration(self, data: RolloutDataModule) -> dict[str, float]:
+        """The baseline: d0_steps of noisy student data into the buffer, then student updates."""
+        d0 = data.collect_steps(
+            ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
+        )
+        data.add(d0)
+        return {**self.student_updates(data), **self._progress(data, d0)}
+
+    # ------------------------------------------------------------------ the pieces
+    def lookahead(self, data: RolloutDataModule, d0: Rollout) -> tuple[Student, dict[str, float]]:
+        """pi' = DDPG(pi, D0): ``lookahead_updates`` updates on minibatches of D0 only."""
+        actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
+        if self.meta_cfg.lookahead == "inplace":
+            student, a_opt, c_opt = self.student, actor_opt, critic_opt
+            backward: Callable[[torch.Tensor], None] = self.manual_backward
+        else:  # a throw-away copy trained with plain autograd, outside DDP's gradient averaging
+            student, a_opt, c_opt = lookahead_copy(self.student, actor_opt.optimizer, critic_opt.optimizer)
+            backward = torch.Tensor.backward
+        metrics = self._updates(
+            student,
+            a_opt,
+            c_opt,
+            self.meta_cfg.lookahead_updates,
+            lambda: data.sample_rollout(d0, self.cfg.batch_size, self.device),
+            backward,
+        )
+        return student, {f"lookahead/{k}": v for k, v in metrics.items()}
+
+    def teacher_step(self, d0: Rollout, meta_reward: float) -> dict[str, float]:
+        """theta_e <- theta_e + eta * m * grad sum log pi_e(a|s) over D0 (slides eq. 2), via Adam."""
+        m = self._shape_meta_reward(meta_reward)
+        assert d0.context is not None, "a learned teacher records its context in D0"
+        log_prob = self.exploration.log_prob(d0.context.to(self.device), d0.raw_action.to(self.device))
+        loss = teacher_loss(log_prob, m)
+        opt = self.optimizers()[2]  # type: ignore[index]
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        head = getattr(self.exploration, "head", None)
+        log_std = float(head.log_std.detach().mean()) if head is not None else math.nan
+        return {
+            "teacher/loss": float(loss.detach()),
+            "teacher/shaped_reward": m,
+            "teacher/log_std": log_std,
+            "teacher/log_prob": float(log_prob.detach().mean()),
+        }
+
+    def student_updates(self, data: RolloutDataModule) -> dict[str, float]:
+        """utd_ratio updates per environment step collected since the last call (same rule in both arms)."""
+        self._update_credit += self.utd_ratio * (data.env_steps - self._steps_credited)
+        self._steps_credited = data.env_steps
+        n = int(self._update_credit)
+        self._update_credit -= n
+        actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
+        metrics = self._updates(
+            self.student,
+            actor_opt,
+            critic_opt,
+            n,
+            lambda: data.sample(self.cfg.batch_size, self.device),
+            self.manual_backward,
+        )
+        return {f"student/{k}": v for k, v in metrics.items()} | {"student/updates": float(n)}
+
+    def _updates(
+        self,
+        student: Student,
+        actor_opt: Optimizer,
+        critic_opt: Optimizer,
+        n: int,
+        sample: Callable[[], Any],
+        backward: Callable[[torch.Tensor], None],
+    ) -> dict[str, float]:
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(n):
+            m = ddpg_update(
+                student,
+                sample(),
+                actor_opt,
+                critic_opt,
+                gamma=self.cfg.gamma,
+                tau=self.cfg.tau,
+                critic_l2=self.cfg.critic_l2,
+                backward=backward,
+            )
+            for k, v in m.items():
+                totals[k] = totals[k] + v if k in totals else v
+        return {k: float(v) / n for k, v in totals.items()}
+
+    def _shape_meta_reward(self, m: float) -> float:
+        """Optional baseline / normalization of the meta-reward (both off by default)."""
+        cfg = self.meta_cfg
+        shaped = m
+        if cfg.baseline:
+            shaped -= self._m_mean
+        if cfg.normalize:
+            shaped /= math.sqrt(self._m_var) + 1e-8
+        if cfg.baseline or cfg.normalize:
+            beta = cfg.stat_momentum
+            delta = m - self._m_mean
+            self._m_mean += (1 - beta) * delta
+            self._m_var = beta * self._m_var + (1 - beta) * delta * delta
+        return shaped
+
+    def _rollout_student(self, data: RolloutDataModule, seed: int | None = None) -> Rollout:
+        """R(pi) rollout of the live student: counted, and stored in the buffer."""
+        rollout = data.collect_episodes(
+            DeterministicPolicy(self.student.actor), self.meta_cfg.eval_episodes, seed
+        )
+        data.add(rollout)
+        return rollout
+
+    def _progress(self, data: RolloutDataModule, d0: Rollout) -> dict[str, float]:
+        out = {"env_steps": float(data.env_steps)}
+        if d0.episode_returns:
+            out["train/episode_return"] = d0.mean_return
+        return out
+
+    def _check_finite(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
+        bad = [
+            k
+            for k, v in metrics.items()
+            if k.startswith(("student/", "lookahead/", "teacher/loss")) and not math.isfinite(v)
+        ]
+        if bad:
+            raise TrainingDiverged(
+                f"Training diverged at iteration {self.global_step_iterations} (env step {data.env_steps}): "
+                f"{', '.join(bad)} became NaN or inf. Lower the learning rates or check the environment's rewards; "
+                f"the last checkpoint written before this point is intact."
+            )
+
+    @property
+    def global_step_iterations(self) -> int:
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.completed) if self._trainer else 0
+
+    # ------------------------------------------------------------------ evaluation
+    def _maybe_evaluate(self, data: RolloutDataModule) -> None:
+        if data.env_steps >= self._next_eval or data.budget_spent:
+            self.evaluate_and_record(data)
+            self._next_eval = (data.env_steps // data.eval_every + 1) * data.eval_every
+
+    def evaluate_and_record(self, data: RolloutDataModule) -> float:
+        ret = data.evaluate(DeterministicPolicy(self.student.actor))
+        row = {
+            "env_steps": float(data.env_steps),
+            "iteration": float(self.global_step_iterations + 1),
+            "eval/return": ret,
+            "r_pi": self.r_pi,
+            "wall_time_s": time.perf_counter() - self._t0,
+        }
+        self.history.record(row)
+        self.log_dict(
+            {"eval/return": ret, "eval/env_steps": float(data.env_steps)}, batch_size=1, prog_bar=True
+        )
+        return ret
+
+    def validation_step(self, batch: int, batch_idx: int) -> None:
+        self.log("eval/return", self.data.evaluate(DeterministicPolicy(self.student.actor)), batch_size=1)
+
+    def test_step(self, batch: int, batch_idx: int) -> None:
+        self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)), batch_size=1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["meta_rl"] = {
+            "r_pi": self.r_pi,
+            "steps_credited": self._steps_credited,
+            "update_credit": self._update_credit,
+            "next_eval": self._next_eval,
+            "m_stats": (self._m_mean, self._m_var),
+            "history": self.history.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("meta_rl")
+        if state is None:
+            return
+        self.r_pi, self._steps_credited = state["r_pi"], state["steps_credited"]
+        self._update_credit, self._next_eval = state["update_credit"], state["next_eval"]
+        self._m_mean, self._m_var = state["m_stats"]
+        self.history.load_state_dict(state["history"])

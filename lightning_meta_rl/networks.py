@@ -1,0 +1,138 @@
+"""Actor, critic and teacher networks, built from plain integers and bounds (no gymnasium here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> nn.Sequential:
+    """Linear -> [LayerNorm] -> ReLU for each hidden width, then a linear output layer."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(nn.ReLU())
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class ActionScale(nn.Module):
+    """Affine map between [-1, 1]^d and the box [low, high] (bounds may be asymmetric)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
+        super().__init__()
+        lo = torch.as_tensor(low, dtype=torch.float32)
+        hi = torch.as_tensor(high, dtype=torch.float32)
+        if lo.shape != hi.shape or lo.ndim != 1:
+            raise ValueError(f"action bounds must be two flat lists of equal length, got {low} and {high}")
+        if not bool(torch.all(hi > lo)):
+            raise ValueError(f"every action upper bound must exceed its lower bound, got {low} and {high}")
+        self.register_buffer("low", lo)
+        self.register_buffer("high", hi)
+
+    @property
+    def half_range(self) -> torch.Tensor:
+        return (self.high - self.low) / 2
+
+    def forward(self, unit: torch.Tensor) -> torch.Tensor:
+        """[..., d] in [-1, 1] -> [..., d] in [low, high]."""
+        return self.low + (unit + 1.0) * self.half_range
+
+    def inverse(self, action: torch.Tensor) -> torch.Tensor:
+        """[..., d] in [low, high] -> [..., d] in [-1, 1]."""
+        return (action - self.low) / self.half_range - 1.0
+
+    def clip(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(action, self.high), self.low)
+
+
+class Actor(nn.Module):
+    """Deterministic policy mu(s): MLP with tanh output scaled to the action bounds. [B, obs] -> [B, act]."""
+
+    def __init__(self, obs_dim: int, scale: ActionScale, hidden: Sequence[int], layer_norm: bool) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, scale.low.numel(), layer_norm)
+        self.scale = scale
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.scale(torch.tanh(self.net(obs)))
+
+
+class Critic(nn.Module):
+    """Q(s, a); the action joins at the second layer, as in OpenAI baselines' DDPG. -> [B]."""
+
+    def __init__(self, obs_dim: int, scale: ActionScale, hidden: Sequence[int], layer_norm: bool) -> None:
+        super().__init__()
+        if len(hidden) < 2:
+            raise ValueError(f"the critic needs at least two hidden layers, got {list(hidden)}")
+        act_dim = scale.low.numel()
+        self.first = mlp(obs_dim, [], hidden[0], layer_norm=False)
+        self.first_norm: nn.Module = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
+        self.rest = mlp(hidden[0] + act_dim, hidden[1:], 1, layer_norm)
+        self.scale = scale
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.first_norm(self.first(obs)))
+        a = self.scale.inverse(action)  # critic sees actions in [-1, 1] whatever the env's units
+        return self.rest(torch.cat([h, a], dim=-1)).squeeze(-1)
+
+    def weight_matrices(self) -> list[torch.Tensor]:
+        """Hidden-layer weight matrices (output layer excluded), the ones the L2 penalty applies to."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        return [m.weight for m in linears[:-1]]
+
+
+class GaussianHead(nn.Module):
+    """Gaussian N(mean, diag(std^2)) in environment units, std = exp(log_std) * half action range.
+
+    With ``mean_net`` the mean is an MLP of the context with tanh output scaled to the bounds (teachers
+    `meta` and `meta_state`); without it the context *is* the mean (teacher `meta_variance`, whose
+    context is the student's action mu(s)).
+    """
+
+    def __init__(
+        self,
+        context_dim: int,
+        scale: ActionScale,
+        sigma: float,
+        learn_std: bool,
+        hidden: Sequence[int] | None,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        act_dim = scale.low.numel()
+        self.scale = scale
+        self.mean_net = None if hidden is None else mlp(context_dim, hidden, act_dim, layer_norm)
+        log_std = torch.full((act_dim,), float(torch.log(torch.tensor(sigma))))
+        if learn_std:
+            self.log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("log_std", log_std)
+
+    def mean(self, context: torch.Tensor) -> torch.Tensor:
+        if self.mean_net is None:
+            return context
+        return self.scale(torch.tanh(self.mean_net(context)))
+
+    def std(self) -> torch.Tensor:
+        return self.log_std.exp() * self.scale.half_range
+
+    def sample(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B, C] -> [B, act] sampled, not clipped."""
+        mean = self.mean(context)
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+        return mean + noise * self.std()
+
+    def log_prob(self, context: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """log pi_e(a | context), summed over action dimensions. -> [B]."""
+        dist = torch.distributions.Normal(self.mean(context), self.std())
+        return dist.log_prob(action).sum(-1)

@@ -1,0 +1,53 @@
+"""Typed containers for transitions. ``T`` is a number of steps, ``B`` a batch size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+
+class Batch(NamedTuple):
+    """A minibatch for a DDPG update; observations already normalized.
+
+    obs, next_obs: [B, obs_dim]; action: [B, act_dim] in environment units;
+    reward, terminated: [B] (terminated is 1.0 where the episode truly ended, 0.0 otherwise).
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+@dataclass
+class Rollout:
+    """Steps collected by one policy, in the order they happened (raw, unnormalized observations).
+
+    obs, next_obs: [T, obs_dim]; action: [T, act_dim] executed (clipped) action in environment units;
+    raw_action: [T, act_dim] the sampled action before clipping (what log pi_e is evaluated on);
+    context: [T, C] the teacher's input at collection time (None for policies that are not learned);
+    reward, terminated, truncated: [T]; episode_returns: returns of the episodes that ended in it.
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    raw_action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    context: torch.Tensor | None = None
+    episode_returns: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.reward.shape[0])
+
+    @property
+    def mean_return(self) -> float:
+        """Mean return of the episodes that ended inside this rollout (NaN if none did)."""
+        if not self.episode_returns:
+            return float("nan")
+        return float(sum(self.episode_returns) / len(self.episode_returns))
