@@ -45,9 +45,7 @@ class StudentConfig:
         if self.critic_l2 < 0:
             raise ValueError(f"model.student.critic_l2 must be >= 0, got {self.critic_l2}")
         if len(self.hidden) < 2 or any(h <= 0 for h in self.hidden):
-            raise ValueError(
-                f"model.student.hidden needs at least two positive widths, got {list(self.hidden)}"
-            )
+            raise ValueError(f"model.student.hidden needs at least two positive widths, got {list(self.hidden)}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
 from lightning_meta_rl.envs import ROLE_EVAL, ROLE_ROLLOUT, ROLE_TRAIN, EnvRunner, env_seed, probe
@@ -25,6 +25,19 @@ class _Ticks(IterableDataset):
         while True:
             yield i
             i += 1
+
+
+class _Episodes(Dataset):
+    """``n`` evaluation items for the validate / test loops (each runs ``eval_episodes`` episodes)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
 
 
 class RolloutDataModule(L.LightningDataModule):
@@ -87,6 +100,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.spec = probe(env_id, env_kwargs)  # fails here, at start-up, for unusable environments
         self.env_steps = 0
         self._ready = False
+        self._pending_state: dict[str, Any] | None = None
 
     # Environment facts, linked into the model by the CLI.
     @property
@@ -143,10 +157,10 @@ class RolloutDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         # during fit, evaluation runs every `eval_every` env steps inside the training step instead
         fitting = self.trainer is not None and self.trainer.state.fn == "fit"
-        return DataLoader(range(0 if fitting else 1), batch_size=None)
+        return DataLoader(_Episodes(0 if fitting else 1), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(range(1), batch_size=None)
+        return DataLoader(_Episodes(1), batch_size=None)
 
     # ---- rollouts (each counted against the budget) ----
     def collect_steps(self, policy: Policy, n: int) -> Rollout:
@@ -178,9 +192,7 @@ class RolloutDataModule(L.LightningDataModule):
 
     def sample(self, batch_size: int, device: torch.device | None = None) -> Batch:
         """A normalized minibatch from the replay buffer."""
-        return self._normalized(
-            gather(self.buffer, self.buffer.sample_indices(batch_size, self.sample_rng)), device
-        )
+        return self._normalized(gather(self.buffer, self.buffer.sample_indices(batch_size, self.sample_rng)), device)
 
     def sample_rollout(self, rollout: Rollout, batch_size: int, device: torch.device | None = None) -> Batch:
         """A normalized minibatch drawn uniformly from one rollout (the look-ahead trains on D0 only)."""
@@ -211,7 +223,7 @@ class RolloutDataModule(L.LightningDataModule):
                 self._apply_pending()
 
     def _apply_pending(self) -> None:
-        state = getattr(self, "_pending_state", None)
+        state = self._pending_state
         if state is None:
             return
         self.normalizer.load_state_dict(state["normalizer"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +40,7 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
             f"Any registered id works if it is {SUPPORTED}."
         ) from None
     except ImportError as exc:
-        raise EnvironmentNotSupported(
-            f"Environment '{env_id}' needs a package that is not installed: {exc}."
-        ) from None
+        raise EnvironmentNotSupported(f"Environment '{env_id}' needs a package that is not installed: {exc}.") from None
 
 
 def check_spaces(env_id: str, env: gym.Env) -> EnvSpec:
@@ -68,9 +67,7 @@ def check_spaces(env_id: str, env: gym.Env) -> EnvSpec:
             f"Environment '{env_id}' has unbounded actions (low={low}, high={high}); a tanh policy needs finite bounds."
         )
     limit = env.spec.max_episode_steps if env.spec is not None else None
-    return EnvSpec(
-        env_id, int(obs_space.shape[0]), int(act_space.shape[0]), low.tolist(), high.tolist(), limit
-    )
+    return EnvSpec(env_id, int(obs_space.shape[0]), int(act_space.shape[0]), low.tolist(), high.tolist(), limit)
 
 
 def probe(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvSpec:
@@ -122,7 +119,7 @@ class EnvRunner:
     def step(self, action: np.ndarray) -> StepResult:
         obs, reward, terminated, truncated, _ = self.env.step(action)
         self.steps_taken += 1
-        if not np.isfinite(reward):
+        if not math.isfinite(float(reward)):
             self._fail(f"reward {reward}")
         return StepResult(
             self._checked(np.asarray(obs, dtype=np.float32), "step"),

@@ -51,9 +51,7 @@ class GaussianNoise(Exploration):
 
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         mean = student.actor(obs)
-        raw = (
-            mean + torch.randn(mean.shape, generator=generator).to(mean) * self.sigma * self.scale.half_range
-        )
+        raw = mean + torch.randn(mean.shape, generator=generator).to(mean) * self.sigma * self.scale.half_range
         return Action(raw, self.scale.clip(raw))
 
 
@@ -130,9 +128,7 @@ class MetaStateTeacher(LearnedTeacher):
         layer_norm: bool,
     ) -> None:
         act_dim = scale.low.numel()
-        super().__init__(
-            scale, GaussianHead(obs_dim + 1 + act_dim, scale, sigma, learn_std, hidden, layer_norm)
-        )
+        super().__init__(scale, GaussianHead(obs_dim + 1 + act_dim, scale, sigma, learn_std, hidden, layer_norm))
 
     def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         with torch.no_grad():

@@ -8,9 +8,7 @@ import torch
 from torch import nn
 
 
-def td_target(
-    reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float
-) -> torch.Tensor:
+def td_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + gamma * (1 - terminated) * Q'(s', mu'(s')). [B] -> [B].
 
     Only true termination stops the bootstrap; a time-limit truncation is not a terminal state.
@@ -18,9 +16,7 @@ def td_target(
     return reward + gamma * (1.0 - terminated) * next_q
 
 
-def critic_loss(
-    q: torch.Tensor, target: torch.Tensor, weights: Iterable[torch.Tensor], l2: float
-) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor, weights: Iterable[torch.Tensor], l2: float) -> torch.Tensor:
     """DDPG critic loss: mean (Q(s,a) - y)^2 + l2/2 * sum ||W||^2 over the given weight matrices."""
     loss = torch.mean((q - target) ** 2)
     if l2 > 0:
@@ -45,6 +41,6 @@ def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> t
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """theta_target <- (1 - tau) * theta_target + tau * theta_source, parameters and float buffers."""
-    t_params = list(target.parameters())
-    s_params = list(source.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    s_params: list[torch.Tensor] = list(source.parameters())
     torch._foreach_lerp_(t_params, s_params, tau)

@@ -56,9 +56,7 @@ class MetaRLModule(L.LightningModule):
         if not utd_ratio > 0:
             raise ValueError(f"model.utd_ratio must be positive, got {utd_ratio}")
         if len(action_low) != act_dim or len(action_high) != act_dim:
-            raise ValueError(
-                f"action bounds have {len(action_low)}/{len(action_high)} entries, expected {act_dim}"
-            )
+            raise ValueError(f"action bounds have {len(action_low)}/{len(action_high)} entries, expected {act_dim}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.cfg, self.teacher_cfg, self.meta_cfg, self.utd_ratio = student, teacher, meta, utd_ratio
@@ -89,13 +87,13 @@ class MetaRLModule(L.LightningModule):
 
     @property
     def data(self) -> RolloutDataModule:
-        dm = self.trainer.datamodule
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]
         if not isinstance(dm, RolloutDataModule):
             raise TypeError("MetaRLModule needs a RolloutDataModule (trainer.fit(model, datamodule=...))")
         return dm
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        opts = [
+        opts: list[torch.optim.Optimizer] = [
             make_adam(list(self.student.actor.parameters()), self.cfg.actor_lr),
             make_adam(list(self.student.critic.parameters()), self.cfg.critic_lr),
         ]
@@ -107,17 +105,13 @@ class MetaRLModule(L.LightningModule):
         data = self.data
         data._apply_pending()
         self.history.path = (
-            os.path.join(self.trainer.default_root_dir, "metrics.csv")
-            if self.trainer.is_global_zero
-            else None
+            os.path.join(self.trainer.default_root_dir, "metrics.csv") if self.trainer.is_global_zero else None
         )
         self._t0 = time.perf_counter() - (self.history.rows[-1]["wall_time_s"] if self.history.rows else 0.0)
         if data.env_steps > 0:  # resumed from a checkpoint: warm-up and first R(pi) are done
             return
         if data.warmup_steps > 0:  # both arms: uniformly random actions, stored, counted, no update yet
-            data.add(
-                data.collect_steps(UniformPolicy(self.student.actor.scale, data.noise_rng), data.warmup_steps)
-            )
+            data.add(data.collect_steps(UniformPolicy(self.student.actor.scale, data.noise_rng), data.warmup_steps))
         self._steps_credited = data.env_steps
         self._next_eval = data.eval_every
         if self.is_meta:
@@ -126,10 +120,7 @@ class MetaRLModule(L.LightningModule):
     # ------------------------------------------------------------------ one iteration
     def training_step(self, batch: int, batch_idx: int) -> None:
         data = self.data
-        if self.is_meta:
-            metrics = self.meta_iteration(data)
-        else:
-            metrics = self.ddpg_iteration(data)
+        metrics = self.meta_iteration(data) if self.is_meta else self.ddpg_iteration(data)
         self._check_finite(metrics, data)
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
         self._maybe_evaluate(data)
@@ -140,9 +131,7 @@ class MetaRLModule(L.LightningModule):
         """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
         cfg = self.meta_cfg
         # 1. D0 from the teacher as it is now
-        d0 = data.collect_steps(
-            ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps
-        )
+        d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
         # 3. D1: pi' rolled out deterministically; R(pi') its mean return
@@ -278,9 +267,7 @@ class MetaRLModule(L.LightningModule):
 
     def _rollout_student(self, data: RolloutDataModule, seed: int | None = None) -> Rollout:
         """R(pi) rollout of the live student: counted, and stored in the buffer."""
-        rollout = data.collect_episodes(
-            DeterministicPolicy(self.student.actor), self.meta_cfg.eval_episodes, seed
-        )
+        rollout = data.collect_episodes(DeterministicPolicy(self.student.actor), self.meta_cfg.eval_episodes, seed)
         data.add(rollout)
         return rollout
 
@@ -323,9 +310,7 @@ class MetaRLModule(L.LightningModule):
             "wall_time_s": time.perf_counter() - self._t0,
         }
         self.history.record(row)
-        self.log_dict(
-            {"eval/return": ret, "eval/env_steps": float(data.env_steps)}, batch_size=1, prog_bar=True
-        )
+        self.log_dict({"eval/return": ret, "eval/env_steps": float(data.env_steps)}, batch_size=1, prog_bar=True)
         return ret
 
     def validation_step(self, batch: int, batch_idx: int) -> None:

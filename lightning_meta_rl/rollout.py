@@ -54,15 +54,11 @@ class Collector:
         return self._run(policy, max_steps=None, max_episodes=k, seed=seed)
 
     @torch.no_grad()
-    def _run(
-        self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None
-    ) -> Rollout:
+    def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
         obs_l, raw_l, act_l, rew_l, next_l, term_l, trunc_l, ctx_l = [], [], [], [], [], [], [], []
         returns: list[float] = []
         steps = 0
-        while (max_steps is None or steps < max_steps) and (
-            max_episodes is None or len(returns) < max_episodes
-        ):
+        while (max_steps is None or steps < max_steps) and (max_episodes is None or len(returns) < max_episodes):
             if self._obs is None:
                 self._obs = self.runner.reset(seed)
                 seed = None
