@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import UserError
@@ -33,6 +33,17 @@ def wandb_has_credentials() -> bool:
         return "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
+
+
+class SaveConfigToRun(SaveConfigCallback):
+    """Writes the resolved config.yaml into the run directory and stores it with the logger's run (W&B)."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if trainer.logger is not None:
+            config = self.parser.dump(self.config, skip_none=False, format="yaml")
+            import yaml
+
+            trainer.logger.log_hyperparams(yaml.safe_load(config))
 
 
 class MetaRLCLI(LightningCLI):
@@ -53,6 +64,11 @@ class MetaRLCLI(LightningCLI):
         run_dir = self._run_dir(config)
         config.run_dir = run_dir
         config.trainer.default_root_dir = run_dir
+        if config.trainer.enable_progress_bar is False and config.trainer.callbacks:
+            # a config's custom progress bar would otherwise clash with --trainer.enable_progress_bar=false
+            config.trainer.callbacks = [
+                cb for cb in config.trainer.callbacks if "ProgressBar" not in str(getattr(cb, "class_path", ""))
+            ]
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
@@ -111,7 +127,7 @@ def trainer_defaults() -> dict[str, Any]:
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 1,  # one training step is a whole iteration: log each
         "logger": {
-            "class_path": "lightning.pytorch.loggers.WandbLogger",
+            "class_path": "lightning_meta_rl.logger.WandbLogger",
             "init_args": {"project": os.environ.get("WANDB_PROJECT", "lightning-meta-rl"), "save_dir": None},
         },
         "callbacks": [ModelCheckpoint(filename="{step}", save_last=True)],
@@ -129,6 +145,7 @@ def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
         args=args,
         run=run,
         trainer_defaults=trainer_defaults(),
+        save_config_callback=SaveConfigToRun,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
         auto_configure_optimizers=False,

@@ -180,9 +180,9 @@ class RolloutDataModule(L.LightningDataModule):
         """A fresh reset seed for paired (common random numbers) evaluation of pi and pi'."""
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self.pair_rng))
 
-    def evaluate(self, policy: Policy) -> float:
-        """Mean return of ``eval_episodes`` episodes on the evaluation environment; not counted."""
-        return self.eval_collector.episodes(policy, self.eval_episodes).mean_return
+    def evaluate(self, policy: Policy) -> Rollout:
+        """``eval_episodes`` episodes on the evaluation environment (not counted); ``.mean_return`` scores them."""
+        return self.eval_collector.episodes(policy, self.eval_episodes)
 
     # ---- replay ----
     def add(self, rollout: Rollout) -> None:

@@ -25,7 +25,7 @@ from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.results import EvalHistory
 from lightning_meta_rl.student import Optimizer, Student, ddpg_update, lookahead_copy, make_adam
-from lightning_meta_rl.types import Rollout
+from lightning_meta_rl.types import IterationRecord, Rollout
 
 __all__ = ["MetaConfig", "MetaRLModule", "StudentConfig", "TeacherConfig"]
 
@@ -79,6 +79,7 @@ class MetaRLModule(L.LightningModule):
         self._next_eval = 0
         self._m_mean, self._m_var = 0.0, 1.0  # running meta-reward statistics (baseline / normalize options)
         self._t0 = time.perf_counter()
+        self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -132,6 +133,7 @@ class MetaRLModule(L.LightningModule):
         cfg = self.meta_cfg
         # 1. D0 from the teacher as it is now
         d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
+        gap = self._action_gap(data, d0)
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
         # 3. D1: pi' rolled out deterministically; R(pi') its mean return
@@ -149,8 +151,11 @@ class MetaRLModule(L.LightningModule):
         data.add(d1)
         # 7. student updates on the buffer, then the new R(pi) (its rollout is stored too)
         student_metrics = self.student_updates(data)
-        self.r_pi = self._rollout_student(data).mean_return
+        student_rollout = self._rollout_student(data)
+        self.r_pi = student_rollout.mean_return
+        self.last_iteration = IterationRecord(data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
+            "explore/action_gap": gap,
             "meta/reward": meta_reward,
             "meta/r_pi_before": r_pi,
             "meta/r_pi_prime": d1.mean_return,
@@ -166,8 +171,10 @@ class MetaRLModule(L.LightningModule):
         d0 = data.collect_steps(
             ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
         )
+        gap = self._action_gap(data, d0)
         data.add(d0)
-        return {**self.student_updates(data), **self._progress(data, d0)}
+        self.last_iteration = IterationRecord(data.env_steps, d0)
+        return {**self.student_updates(data), **self._progress(data, d0), "explore/action_gap": gap}
 
     # ------------------------------------------------------------------ the pieces
     def lookahead(self, data: RolloutDataModule, d0: Rollout) -> tuple[Student, dict[str, float]]:
@@ -277,6 +284,14 @@ class MetaRLModule(L.LightningModule):
             out["train/episode_return"] = d0.mean_return
         return out
 
+    @torch.no_grad()
+    def _action_gap(self, data: RolloutDataModule, d0: Rollout) -> float:
+        """Mean distance between the exploratory actions of D0 and the student's mu(s) on the same states,
+        in units of half the action range (0 = no exploration)."""
+        mu = self.student.actor(data.normalizer(d0.obs).to(self.device)).cpu()
+        scale = self.student.actor.scale.half_range.cpu()
+        return float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())
+
     def _check_finite(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
         bad = [
             k
@@ -301,7 +316,10 @@ class MetaRLModule(L.LightningModule):
             self._next_eval = (data.env_steps // data.eval_every + 1) * data.eval_every
 
     def evaluate_and_record(self, data: RolloutDataModule) -> float:
-        ret = data.evaluate(DeterministicPolicy(self.student.actor))
+        rollout = data.evaluate(DeterministicPolicy(self.student.actor))
+        ret = rollout.mean_return
+        if self.last_iteration is not None:
+            self.last_iteration.evaluation = rollout
         row = {
             "env_steps": float(data.env_steps),
             "iteration": float(self.global_step_iterations + 1),
@@ -314,10 +332,10 @@ class MetaRLModule(L.LightningModule):
         return ret
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
-        self.log("eval/return", self.data.evaluate(DeterministicPolicy(self.student.actor)), batch_size=1)
+        self.log("eval/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     def test_step(self, batch: int, batch_idx: int) -> None:
-        self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)), batch_size=1)
+        self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

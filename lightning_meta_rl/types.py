@@ -51,3 +51,20 @@ class Rollout:
         if not self.episode_returns:
             return float("nan")
         return float(sum(self.episode_returns) / len(self.episode_returns))
+
+
+@dataclass
+class IterationRecord:
+    """What one training iteration produced, kept on the module for callbacks to read.
+
+    d0: the exploration data (teacher or noise); d1: the look-ahead student's episodes (Meta arm);
+    student: the R(pi) rollout of the updated student (Meta arm); evaluation: the reporting evaluation
+    episodes if one ran this iteration; meta_reward: R(pi') - R(pi) (Meta arm).
+    """
+
+    env_steps: int
+    d0: Rollout
+    d1: Rollout | None = None
+    student: Rollout | None = None
+    evaluation: Rollout | None = None
+    meta_reward: float | None = None

@@ -1,0 +1,155 @@
+"""State-visitation density of teacher data (D0) and student data, early and late in training.
+
+The slides' figure: density contours of visited states, first row early, second row late. Here the
+two columns are the exploration data D0 (teacher, or noise in the DDPG arm) and the student's own
+deterministic trajectories (its R(pi) rollouts and evaluation episodes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+
+from callbacks.media import log_image
+from lightning_meta_rl.module import MetaRLModule
+
+WINDOWS = ("early", "late")
+SOURCES = ("teacher", "student")
+
+
+def project(states: np.ndarray, how: str, dims: tuple[int, int], basis: np.ndarray | None) -> np.ndarray:
+    """[N, obs_dim] -> [N, 2]: Pendulum's (angle, angular velocity), two chosen dims, or a PCA plane."""
+    if how == "pendulum":
+        return np.stack([np.arctan2(states[:, 1], states[:, 0]), states[:, 2]], axis=1)
+    if how == "pca":
+        assert basis is not None
+        return (states - basis[0]) @ basis[1:].T
+    return states[:, list(dims)]
+
+
+def fit_pca(states: np.ndarray) -> np.ndarray:
+    """Mean and the two leading principal directions of ``states``, stacked as a [3, obs_dim] array."""
+    mean = states.mean(0)
+    _, _, vt = np.linalg.svd(states - mean, full_matrices=False)
+    return np.vstack([mean, vt[:2]])
+
+
+def density(points: np.ndarray, extent: tuple[float, float, float, float], bins: int) -> np.ndarray:
+    """Histogram density on a grid, smoothed with a small Gaussian kernel. -> [bins, bins]."""
+    hist, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=bins, range=[extent[:2], extent[2:]], density=True)
+    k = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2)
+    k /= k.sum()
+    hist = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, hist)
+    hist = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, hist)
+    return hist.T
+
+
+class StateVisitation(L.Callback):
+    """Collects teacher and student states in the first and last ``window`` fraction of the budget and
+    saves ``<run_dir>/<filename>`` (PNG, also logged to W&B) and the projected points as ``.npz``.
+
+    Args:
+        projection: ``pendulum`` (angle, velocity), ``dims`` (the two ``dims``), ``pca`` (a plane fitted
+            once, on the early window's states), or ``auto``: ``pendulum`` for Pendulum, else ``pca``.
+        dims: the two observation dimensions for ``projection=dims``.
+        window: fraction of the budget after warm-up in each of the early and late windows.
+        max_points: most states kept per (window, source), the newest replacing a random older one.
+        bins: grid size of the density estimate.
+    """
+
+    def __init__(
+        self,
+        projection: Literal["auto", "pendulum", "dims", "pca"] = "auto",
+        dims: tuple[int, int] = (0, 1),
+        window: float = 0.2,
+        max_points: int = 20_000,
+        bins: int = 60,
+        filename: str = "visitation.png",
+    ) -> None:
+        if not 0 < window <= 0.5:
+            raise ValueError(f"window must be in (0, 0.5], got {window}")
+        self.projection, self.dims, self.window = projection, dims, window
+        self.max_points, self.bins, self.filename = max_points, bins, filename
+        self.states: dict[tuple[str, str], list[np.ndarray]] = {(w, s): [] for w in WINDOWS for s in SOURCES}
+        self._rng = np.random.default_rng(0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not trainer.is_global_zero or not isinstance(pl_module, MetaRLModule) or pl_module.last_iteration is None:
+            return
+        rec = pl_module.last_iteration
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        # an iteration belongs to a window by where it started, as a fraction of the budget after warm-up
+        start = (rec.env_steps - len(rec.d0) - dm.warmup_steps) / max(1, dm.total_env_steps - dm.warmup_steps)
+        windows = [w for w, inside in (("early", start < self.window), ("late", start >= 1 - self.window)) if inside]
+        student = [r.obs for r in (rec.student, rec.evaluation) if r is not None and len(r)]
+        for w in windows:
+            self._keep(w, "teacher", rec.d0.obs)
+            for s in student:
+                self._keep(w, "student", s)
+
+    def _keep(self, window: str, source: str, obs: torch.Tensor) -> None:
+        chunks = self.states[(window, source)]
+        chunks.append(obs.numpy().copy())
+        total = sum(len(c) for c in chunks)
+        if total > self.max_points:  # thin uniformly so memory stays bounded on long runs
+            merged = np.concatenate(chunks)
+            self.states[(window, source)] = [merged[self._rng.choice(total, self.max_points, replace=False)]]
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not isinstance(pl_module, MetaRLModule):
+            return
+        data = {k: np.concatenate(v) for k, v in self.states.items() if v}
+        if not data:
+            return
+        env_id = str(trainer.datamodule.env_id)  # type: ignore[attr-defined]
+        how = self.projection
+        if how == "auto":
+            how = "pendulum" if env_id.startswith("Pendulum") else "pca"
+        basis = None
+        if how == "pca":
+            early = [v for (w, _), v in data.items() if w == "early"] or list(data.values())
+            basis = fit_pca(np.concatenate(early))
+        points = {k: project(v, how, self.dims, basis) for k, v in data.items()}
+        path = os.path.join(trainer.default_root_dir, self.filename)
+        self._draw(points, how, f"{env_id}: {pl_module.teacher_cfg.kind}", path)
+        arrays = {f"{w}_{s}": p for (w, s), p in points.items()}
+        np.savez_compressed(path.removesuffix(".png") + ".npz", **arrays)  # type: ignore[arg-type]
+        log_image(trainer, "visitation", path)
+
+    def _draw(self, points: dict[tuple[str, str], np.ndarray], how: str, title: str, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        allp = np.concatenate(list(points.values()))
+        lo, hi = np.percentile(allp, 0.5, axis=0), np.percentile(allp, 99.5, axis=0)
+        pad = 0.05 * (hi - lo + 1e-6)
+        extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+        labels = {"pendulum": ("angle (rad)", "angular velocity"), "pca": ("PC 1", "PC 2")}
+        xlabel, ylabel = labels.get(how, (f"obs[{self.dims[0]}]", f"obs[{self.dims[1]}]"))
+        fig, axes = plt.subplots(2, 2, figsize=(8, 7), sharex=True, sharey=True)
+        for i, w in enumerate(WINDOWS):
+            for j, s in enumerate(SOURCES):
+                ax = axes[i, j]
+                p = points.get((w, s))
+                if p is not None and len(p) > 1:
+                    ax.contourf(
+                        np.linspace(extent[0], extent[1], self.bins),
+                        np.linspace(extent[2], extent[3], self.bins),
+                        density(p, extent, self.bins),
+                        levels=12,
+                        cmap="Blues" if s == "teacher" else "Reds",
+                    )
+                ax.set_title(
+                    f"{w}: {'D0 (exploration)' if s == 'teacher' else 'student'}  n={0 if p is None else len(p)}"
+                )
+                if i == 1:
+                    ax.set_xlabel(xlabel)
+                if j == 0:
+                    ax.set_ylabel(ylabel)
+        fig.suptitle(f"state visitation, {title}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

@@ -1,0 +1,64 @@
+"""W&B logger that plots against environment steps and never lets W&B trouble stop training."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+STEP_METRIC = "env_steps"
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger with two changes.
+
+    - Charts use ``env_steps`` (environment steps so far) as their x-axis instead of the optimizer-step
+      counter, which counts three optimizers and means nothing to an RL user.
+    - If the run cannot start online (no network, bad credentials) it falls back to offline mode, and a
+      failed ``log_*`` call is reported once as a warning; training goes on either way.
+    """
+
+    _warned = False
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        try:
+            run = super().experiment
+        except Exception as exc:
+            warnings.warn(f"W&B could not start ({exc}); logging offline instead", stacklevel=2)
+            os.environ["WANDB_MODE"] = "offline"
+            self._wandb_init["mode"] = "offline"
+            run = super().experiment
+        define = getattr(run, "define_metric", None)
+        if define is not None:
+            define(STEP_METRIC)
+            define("*", step_metric=STEP_METRIC, step_sync=True)
+        return run
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            if not WandbLogger._warned:
+                warnings.warn(f"W&B {what} failed ({exc}); training continues", stacklevel=3)
+                WandbLogger._warned = True
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._guard("log_metrics", super().log_metrics, metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        self._guard("log_hyperparams", super().log_hyperparams, params)
+
+    @rank_zero_only
+    def log_image(self, key: str, images: list[Any], step: int | None = None, **kwargs: Any) -> None:
+        self._guard("log_image", super().log_image, key, images, step, **kwargs)
