@@ -73,7 +73,6 @@ class MetaRLCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = run_dir
-        os.makedirs(run_dir, exist_ok=True)
 
     def _run_dir(self, config: Any) -> str:
         inherited = os.environ.get(RUN_DIR_ENV)
@@ -102,6 +101,8 @@ class MetaRLCLI(LightningCLI):
         return run_dir
 
     def before_fit(self) -> None:
+        if isinstance(self.model, MetaRLModule) and isinstance(self.datamodule, RolloutDataModule):
+            self.model.check_data(self.datamodule)
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.realpath(os.path.join(self.trainer.default_root_dir, "checkpoints"))

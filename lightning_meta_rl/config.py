@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_meta_rl.errors import ConfigError
+
 
 def _positive(group: str, **values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise ValueError(f"model.{group}.{name} must be positive, got {value}")
+            raise ConfigError(f"model.{group}.{name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,13 @@ class StudentConfig:
     def __post_init__(self) -> None:
         _positive("student", actor_lr=self.actor_lr, critic_lr=self.critic_lr, batch_size=self.batch_size)
         if not 0 < self.gamma <= 1:
-            raise ValueError(f"model.student.gamma must be in (0, 1], got {self.gamma}")
+            raise ConfigError(f"model.student.gamma must be in (0, 1], got {self.gamma}")
         if not 0 < self.tau <= 1:
-            raise ValueError(f"model.student.tau must be in (0, 1], got {self.tau}")
+            raise ConfigError(f"model.student.tau must be in (0, 1], got {self.tau}")
         if self.critic_l2 < 0:
-            raise ValueError(f"model.student.critic_l2 must be >= 0, got {self.critic_l2}")
+            raise ConfigError(f"model.student.critic_l2 must be >= 0, got {self.critic_l2}")
         if len(self.hidden) < 2 or any(h <= 0 for h in self.hidden):
-            raise ValueError(f"model.student.hidden needs at least two positive widths, got {list(self.hidden)}")
+            raise ConfigError(f"model.student.hidden needs at least two positive widths, got {list(self.hidden)}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,6 @@ class MetaConfig:
     def __post_init__(self) -> None:
         _positive("meta", d0_steps=self.d0_steps, eval_episodes=self.eval_episodes)
         if self.lookahead_updates < 0:
-            raise ValueError(f"model.meta.lookahead_updates must be >= 0, got {self.lookahead_updates}")
+            raise ConfigError(f"model.meta.lookahead_updates must be >= 0, got {self.lookahead_updates}")
         if not 0 <= self.stat_momentum < 1:
-            raise ValueError(f"model.meta.stat_momentum must be in [0, 1), got {self.stat_momentum}")
+            raise ConfigError(f"model.meta.stat_momentum must be in [0, 1), got {self.stat_momentum}")

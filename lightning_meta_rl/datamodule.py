@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
 from lightning_meta_rl.envs import ROLE_EVAL, ROLE_ROLLOUT, ROLE_TRAIN, EnvRunner, env_seed, probe
+from lightning_meta_rl.errors import ConfigError
 from lightning_meta_rl.rollout import Collector, Policy
 from lightning_meta_rl.types import Batch, Rollout
 
@@ -80,11 +81,11 @@ class RolloutDataModule(L.LightningDataModule):
             ("obs_clip", obs_clip),
         ):
             if value <= 0:
-                raise ValueError(f"data.{name} must be positive, got {value}")
+                raise ConfigError(f"data.{name} must be positive, got {value}")
         if warmup_steps < 0:
-            raise ValueError(f"data.warmup_steps must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"data.warmup_steps must be >= 0, got {warmup_steps}")
         if warmup_steps >= total_env_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"data.warmup_steps ({warmup_steps}) must be smaller than data.total_env_steps ({total_env_steps})"
             )
         self.env_id = env_id

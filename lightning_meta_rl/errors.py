@@ -11,3 +11,7 @@ class EnvironmentNotSupported(UserError):
 
 class TrainingDiverged(UserError):
     """An environment or a loss produced NaN or inf during training."""
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid hyperparameter or setting (also a ValueError for code that builds objects directly)."""

@@ -14,7 +14,7 @@ import torch
 
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.datamodule import RolloutDataModule
-from lightning_meta_rl.errors import TrainingDiverged
+from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.exploration import (
     DeterministicPolicy,
     ExplorationPolicy,
@@ -54,7 +54,7 @@ class MetaRLModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not utd_ratio > 0:
-            raise ValueError(f"model.utd_ratio must be positive, got {utd_ratio}")
+            raise ConfigError(f"model.utd_ratio must be positive, got {utd_ratio}")
         if len(action_low) != act_dim or len(action_high) != act_dim:
             raise ValueError(f"action bounds have {len(action_low)}/{len(action_high)} entries, expected {act_dim}")
         self.save_hyperparameters()
@@ -102,6 +102,17 @@ class MetaRLModule(L.LightningModule):
             opts.append(make_adam(list(self.exploration.parameters()), self.teacher_cfg.lr))
         return opts
 
+    def setup(self, stage: str) -> None:
+        self.check_data(self.data)
+
+    def check_data(self, data: RolloutDataModule) -> None:
+        """Reject settings that only conflict across the model and the data (raised before any output)."""
+        if data.buffer_size < self.cfg.batch_size:
+            raise ConfigError(
+                f"model.student.batch_size ({self.cfg.batch_size}) is larger than data.buffer_size ({data.buffer_size}); "
+                f"a minibatch must fit in the replay buffer."
+            )
+
     def on_train_start(self) -> None:
         data = self.data
         data._apply_pending()
@@ -125,7 +136,8 @@ class MetaRLModule(L.LightningModule):
         self._check_finite(metrics, data)
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
         self._maybe_evaluate(data)
-        if data.budget_spent:
+        # every rank stops together, as soon as one has spent its budget (DDP needs the same step count)
+        if self.trainer.strategy.reduce_boolean_decision(data.budget_spent, all=False):
             self.trainer.should_stop = True
 
     def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
@@ -220,6 +232,8 @@ class MetaRLModule(L.LightningModule):
         self._update_credit += self.utd_ratio * (data.env_steps - self._steps_credited)
         self._steps_credited = data.env_steps
         n = int(self._update_credit)
+        if self.trainer.world_size > 1:  # every rank must run the same number of gradient-averaging backwards
+            n = int(self.trainer.strategy.reduce(torch.tensor(float(n)), reduce_op="mean").round())
         self._update_credit -= n
         actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
         metrics = self._updates(
