@@ -17,6 +17,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lightning_meta_rl.checkpoint import EnvStepCheckpoint
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.module import MetaRLModule
@@ -131,7 +132,7 @@ def trainer_defaults() -> dict[str, Any]:
             "class_path": "lightning_meta_rl.logger.WandbLogger",
             "init_args": {"project": os.environ.get("WANDB_PROJECT", "lightning-meta-rl"), "save_dir": None},
         },
-        "callbacks": [ModelCheckpoint(filename="{step}", save_last=True)],
+        "callbacks": [EnvStepCheckpoint()],
     }
 
 

@@ -57,6 +57,8 @@ class RolloutDataModule(L.LightningDataModule):
         eval_episodes: deterministic student episodes per reporting evaluation (not counted in the budget).
         seed: base seed of the environments and random streams (linked from ``seed_everything``).
         env_kwargs: extra keyword arguments for ``gymnasium.make``.
+        checkpoint_buffer: store the replay buffer in checkpoints, so that a resumed run continues exactly
+            (large: about 2 * obs_dim + act_dim + 2 floats per stored transition).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class RolloutDataModule(L.LightningDataModule):
         eval_episodes: int = 5,
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
+        checkpoint_buffer: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -98,6 +101,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.eval_episodes = eval_episodes
         self.seed = seed
         self.env_kwargs = env_kwargs
+        self.checkpoint_buffer = checkpoint_buffer
         self.spec = probe(env_id, env_kwargs)  # fails here, at start-up, for unusable environments
         self.env_steps = 0
         self._ready = False
@@ -210,11 +214,17 @@ class RolloutDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if not self._ready:
             return {"env_steps": self.env_steps}
-        return {
+        state = {
             "env_steps": self.env_steps,
             "normalizer": self.normalizer.state_dict(),
             "rng": {k: getattr(self, k).get_state() for k in ("noise_rng", "sample_rng", "pair_rng")},
+            "collectors": {k: getattr(self, k).state_dict() for k in self._COLLECTORS},
         }
+        if self.checkpoint_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    _COLLECTORS = ("train_collector", "rollout_collector", "eval_collector")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_steps = int(state["env_steps"])
@@ -230,4 +240,8 @@ class RolloutDataModule(L.LightningDataModule):
         self.normalizer.load_state_dict(state["normalizer"])
         for k, s in state["rng"].items():
             getattr(self, k).set_state(s)
+        for k, s in state.get("collectors", {}).items():
+            getattr(self, k).load_state_dict(s)
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
         self._pending_state = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,3 +142,79 @@ class EnvRunner:
 
     def close(self) -> None:
         self.env.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this environment exactly where it is (for checkpoints).
+
+        MuJoCo environments store their full integration state; others are pickled. Wrapper counters
+        (time limit) and the environment's random generator are stored either way.
+        """
+        base = self.env.unwrapped
+        state: dict[str, Any] = {
+            "steps_taken": self.steps_taken,
+            "seed": self._seed,
+            "wrappers": _wrapper_state(self.env),
+        }
+        state["np_random"] = base.np_random.bit_generator.state
+        physics = _mujoco_state(base)
+        if physics is not None:
+            state["mujoco"] = physics
+        else:
+            state["pickle"] = pickle.dumps(base)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_taken, self._seed = state["steps_taken"], state["seed"]
+        if "pickle" in state:
+            _replace_base(self.env, pickle.loads(state["pickle"]))
+        base = self.env.unwrapped
+        base.np_random.bit_generator.state = state["np_random"]
+        if "mujoco" in state:
+            _set_mujoco_state(base, state["mujoco"])
+        _load_wrapper_state(self.env, state["wrappers"])
+
+
+_WRAPPER_FIELDS = ("_elapsed_steps", "_has_reset")  # TimeLimit, OrderEnforcing
+
+
+def _wrappers(env: gym.Env) -> list[gym.Wrapper]:
+    chain = []
+    while isinstance(env, gym.Wrapper):
+        chain.append(env)
+        env = env.env
+    return chain
+
+
+def _wrapper_state(env: gym.Env) -> list[dict[str, Any]]:
+    return [{f: getattr(w, f) for f in _WRAPPER_FIELDS if hasattr(w, f)} for w in _wrappers(env)]
+
+
+def _load_wrapper_state(env: gym.Env, state: list[dict[str, Any]]) -> None:
+    for w, fields in zip(_wrappers(env), state, strict=True):
+        for name, value in fields.items():
+            setattr(w, name, value)
+
+
+def _replace_base(env: gym.Env, base: gym.Env) -> None:
+    chain = _wrappers(env)
+    if chain:
+        chain[-1].env = base
+
+
+def _mujoco_state(base: Any) -> np.ndarray | None:
+    model, data = getattr(base, "model", None), getattr(base, "data", None)
+    if model is None or data is None or not type(data).__module__.startswith("mujoco"):
+        return None
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    out = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, out, spec)
+    return out
+
+
+def _set_mujoco_state(base: Any, physics: np.ndarray) -> None:
+    import mujoco
+
+    mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_forward(base.model, base.data)

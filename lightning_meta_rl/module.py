@@ -121,6 +121,7 @@ class MetaRLModule(L.LightningModule):
         )
         self._t0 = time.perf_counter() - (self.history.rows[-1]["wall_time_s"] if self.history.rows else 0.0)
         if data.env_steps > 0:  # resumed from a checkpoint: warm-up and first R(pi) are done
+            self.history.rewrite()
             return
         if data.warmup_steps > 0:  # both arms: uniformly random actions, stored, counted, no update yet
             data.add(data.collect_steps(UniformPolicy(self.student.actor.scale, data.noise_rng), data.warmup_steps))
@@ -360,6 +361,7 @@ class MetaRLModule(L.LightningModule):
             "next_eval": self._next_eval,
             "m_stats": (self._m_mean, self._m_var),
             "history": self.history.state_dict(),
+            "exploration_state": getattr(self.exploration, "state", None),  # OU noise
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -370,3 +372,5 @@ class MetaRLModule(L.LightningModule):
         self._update_credit, self._next_eval = state["update_credit"], state["next_eval"]
         self._m_mean, self._m_var = state["m_stats"]
         self.history.load_state_dict(state["history"])
+        if hasattr(self.exploration, "state"):
+            self.exploration.state = state["exploration_state"]

@@ -17,6 +17,18 @@ class EvalHistory:
         self.rows: list[dict[str, float]] = []
         self.path: str | None = None
 
+    def rewrite(self) -> None:
+        """Write ``path`` anew from the rows in memory (after a resume, drops rows past the checkpoint)."""
+        if self.path is None:
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
     def record(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         if self.path is None:

@@ -6,7 +6,7 @@ Collectors act; they never compute a loss.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +43,13 @@ class Collector:
         self.normalize = normalize
         self._obs: np.ndarray | None = None
         self._return = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"runner": self.runner.state_dict(), "obs": self._obs, "return": self._return}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.runner.load_state_dict(state["runner"])
+        self._obs, self._return = state["obs"], state["return"]
 
     def steps(self, policy: Policy, n: int) -> Rollout:
         """n steps; episodes continue across calls (the training environment's stream)."""
