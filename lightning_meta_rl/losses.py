@@ -40,7 +40,7 @@ def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> t
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """theta_target <- (1 - tau) * theta_target + tau * theta_source, parameters and float buffers."""
+    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended)."""
     t_params: list[torch.Tensor] = list(target.parameters())
     s_params: list[torch.Tensor] = list(source.parameters())
     torch._foreach_lerp_(t_params, s_params, tau)

@@ -91,6 +91,7 @@ def lookahead_copy(
     clone_actor_opt = make_adam(list(clone.actor.parameters()), lr=actor_opt.param_groups[0]["lr"])
     clone_critic_opt = make_adam(list(clone.critic.parameters()), lr=critic_opt.param_groups[0]["lr"])
     # state_dict maps state by parameter position, and the clone's parameters are in the same order
-    clone_actor_opt.load_state_dict(actor_opt.state_dict())
-    clone_critic_opt.load_state_dict(critic_opt.state_dict())
+    # (deep copies: load_state_dict would otherwise share the moment tensors with the student's optimizers)
+    clone_actor_opt.load_state_dict(copy.deepcopy(actor_opt.state_dict()))
+    clone_critic_opt.load_state_dict(copy.deepcopy(critic_opt.state_dict()))
     return clone, clone_actor_opt, clone_critic_opt

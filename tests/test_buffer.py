@@ -1,0 +1,146 @@
+"""ReplayBuffer (ring FIFO, sampling, checkpoint round trip) and RunningNorm (statistics, clipping)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_rollout
+
+from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
+
+
+def slots(buf: ReplayBuffer) -> list[float]:
+    return buf.reward.tolist()
+
+
+def assert_consistent(buf: ReplayBuffer) -> None:
+    """make_rollout puts the same value in every field of a step: all slots must agree with reward."""
+    v = buf.reward[:, None]
+    torch.testing.assert_close(buf.obs, v.expand_as(buf.obs))
+    torch.testing.assert_close(buf.action, v.expand_as(buf.action))
+    torch.testing.assert_close(buf.next_obs, (v + 0.5).expand_as(buf.next_obs))
+    torch.testing.assert_close(buf.terminated, (buf.reward % 2 == 0).float())
+
+
+def test_add_fills_in_order() -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(3))
+    assert (len(buf), buf.pos) == (3, 3)
+    assert slots(buf)[:3] == [0.0, 1.0, 2.0]
+
+
+def test_wrap_around_overwrites_oldest() -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(3, start=0))  # 0 1 2 . .
+    buf.add(make_rollout(4, start=3))  # 3 4 go to slots 3, 4; 5 6 overwrite 0 1
+    assert len(buf) == 5
+    assert buf.pos == 2
+    assert slots(buf) == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert buf.reward[buf.pos].item() == 2.0  # the oldest survivor is next to be overwritten
+    assert_consistent(buf)
+
+
+def test_rollout_longer_than_capacity_keeps_newest() -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(2, start=0))
+    buf.add(make_rollout(8, start=10))  # only 13..17 can survive
+    assert len(buf) == 5
+    assert sorted(slots(buf)) == [13.0, 14.0, 15.0, 16.0, 17.0]
+    assert buf.reward[buf.pos].item() == 13.0  # FIFO order kept: the oldest is overwritten next
+    assert_consistent(buf)
+    buf.add(make_rollout(1, start=99))
+    assert sorted(slots(buf)) == [14.0, 15.0, 16.0, 17.0, 99.0]
+
+
+def test_empty_rollout_is_a_no_op() -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(0))
+    assert (len(buf), buf.pos) == (0, 0)
+
+
+def test_sampling_only_returns_filled_slots() -> None:
+    buf = ReplayBuffer(100, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(7))
+    idx = buf.sample_indices(2000, torch.Generator().manual_seed(0))
+    assert int(idx.min()) >= 0 and int(idx.max()) < 7
+    assert set(idx.tolist()) == set(range(7))  # and uniformly enough to hit every filled slot
+    batch = gather(buf, idx)
+    torch.testing.assert_close(batch.obs[:, 0], batch.reward)  # rows stay aligned across fields
+
+
+def test_sampling_empty_buffer_raises() -> None:
+    with pytest.raises(RuntimeError):
+        ReplayBuffer(4, 2, 1).sample_indices(3, torch.Generator())
+
+
+@pytest.mark.parametrize("n", [3, 12])  # partly filled, wrapped
+def test_state_dict_round_trip(n: int) -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(n))
+    restored = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    restored.load_state_dict(buf.state_dict())
+    assert (restored.pos, restored.size) == (buf.pos, buf.size)
+    for name in ("obs", "next_obs", "action", "reward", "terminated"):
+        assert torch.equal(getattr(restored, name), getattr(buf, name)), name
+    buf.add(make_rollout(2, start=50))
+    restored.add(make_rollout(2, start=50))
+    assert torch.equal(restored.reward, buf.reward) and restored.pos == buf.pos
+
+
+def test_state_dict_is_a_copy() -> None:
+    buf = ReplayBuffer(5, obs_dim=2, act_dim=1)
+    buf.add(make_rollout(3))
+    state = buf.state_dict()
+    buf.add(make_rollout(5, start=20))
+    assert state["reward"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_load_state_dict_rejects_other_capacity() -> None:
+    buf = ReplayBuffer(5, 2, 1)
+    buf.add(make_rollout(3))
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(6, 2, 1).load_state_dict(buf.state_dict())
+
+
+# ----------------------------------------------------------------------------- RunningNorm
+def test_running_norm_matches_numpy_over_batches() -> None:
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.normal(loc, scale, size=(n, 3)) for loc, scale, n in ((0, 1, 7), (5, 2, 20), (-3, 0.5, 1), (1, 4, 50))
+    ]
+    norm = RunningNorm(3, clip=1e9)
+    for b in batches:
+        norm.update(torch.from_numpy(b).float())
+    data = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-6, atol=1e-6)
+    assert norm.count == len(data)
+    x = torch.from_numpy(data[:4]).float()
+    expected = (data[:4] - data.mean(0)) / (data.std(0) + 1e-8)
+    np.testing.assert_allclose(norm(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_running_norm_clips_to_plus_minus_clip() -> None:
+    norm = RunningNorm(2, clip=5.0)
+    norm.update(torch.tensor([[0.0, 0.0], [2.0, 2.0]]))  # mean 1, std 1
+    out = norm(torch.tensor([[1e6, -1e6], [1.5, 0.0]]))
+    assert out[0].tolist() == [5.0, -5.0]
+    torch.testing.assert_close(out[1], torch.tensor([0.5, -1.0]))
+
+
+def test_running_norm_disabled_is_identity() -> None:
+    norm = RunningNorm(2, clip=5.0, enabled=False)
+    norm.update(torch.tensor([[10.0, 20.0], [30.0, 40.0]]))
+    x = torch.tensor([[1e6, -3.0]])
+    assert torch.equal(norm(x), x)
+    assert norm.count == 0
+
+
+def test_running_norm_state_dict_round_trip() -> None:
+    norm = RunningNorm(2, clip=5.0)
+    norm.update(torch.randn(10, 2) * 3 + 1)
+    other = RunningNorm(2, clip=5.0)
+    other.load_state_dict(norm.state_dict())
+    x = torch.randn(4, 2)
+    assert torch.equal(other(x), norm(x)) and other.count == norm.count

@@ -1,0 +1,91 @@
+"""User errors end in one clean paragraph on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DICT_ID, IMAGE_ID, NAN_AFTER, NAN_OBS_ID, NAN_REWARD_ID, SMOKE, TINY, clear_run_dir_env
+
+from lightning_meta_rl.cli import RUN_DIR_ENV, main
+
+PREFIX = "lightning-meta-rl: error:"
+
+
+def run_main(tmp_path: Path, capsys: pytest.CaptureFixture[str], *overrides: str, run_dir: Path | None = None) -> str:
+    """main(fit on the smoke config + overrides) must exit 2; returns its one-paragraph message."""
+    args = ["fit", "--config", SMOKE, "--run_dir", str(run_dir or tmp_path / "run"), *TINY, *overrides]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+    finally:
+        clear_run_dir_env()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(PREFIX)]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unknown_env_id_names_it_and_suggests_the_right_one(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--data.env_id=Pendulm-v1")
+    assert "Pendulm-v1" in msg
+    assert "Pendulum-v1" in msg
+
+
+def test_discrete_action_env_is_rejected(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--data.env_id=CartPole-v1")
+    assert "CartPole-v1" in msg and "Discrete" in msg and "continuous" in msg
+
+
+@pytest.mark.parametrize(("env_id", "what"), [(IMAGE_ID, "(8, 8, 3)"), (DICT_ID, "Dict")])
+def test_image_and_dict_observations_are_rejected(tmp_path: Path, capsys, env_id: str, what: str) -> None:
+    msg = run_main(tmp_path, capsys, f"--data.env_id={env_id}")
+    assert env_id in msg and "observation" in msg and what in msg
+
+
+def test_existing_non_empty_run_dir_is_never_overwritten(tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("precious\n")
+    msg = run_main(tmp_path, capsys, run_dir=run_dir)
+    assert str(run_dir) in msg and "already exists" in msg
+    assert (run_dir / "metrics.csv").read_text() == "precious\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.csv"]
+
+
+@pytest.mark.parametrize("env_id", [NAN_OBS_ID, NAN_REWARD_ID])
+def test_nan_from_the_environment_stops_training_with_the_step(tmp_path: Path, capsys, env_id: str) -> None:
+    msg = run_main(tmp_path, capsys, f"--data.env_id={env_id}")
+    assert env_id in msg and "non-finite" in msg
+    assert f"after {NAN_AFTER} steps" in msg
+
+
+def test_subprocess_discrete_env_exits_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
+    env["WANDB_MODE"] = "disabled"
+    cmd = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", SMOKE, "--data.env_id=CartPole-v1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "CartPole-v1" in proc.stderr and "Discrete" in proc.stderr
+
+
+INVALID = {
+    "actor_lr": (["--model.student.actor_lr=-1"], "actor_lr"),
+    "gamma": (["--model.student.gamma=1.5"], "gamma"),
+    "warmup": (["--data.warmup_steps=5000"], "warmup_steps"),
+    "batch_vs_buffer": (["--model.student.batch_size=4096", "--data.buffer_size=1000"], "buffer_size"),
+}
+
+
+@pytest.mark.parametrize("name", list(INVALID))
+def test_invalid_hyperparameter_gives_a_clean_message(tmp_path: Path, capsys, name: str) -> None:
+    overrides, field = INVALID[name]
+    msg = run_main(tmp_path, capsys, *overrides)
+    assert field in msg
+    assert not (tmp_path / "run" / "metrics.csv").exists()  # rejected before any training

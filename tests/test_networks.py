@@ -1,0 +1,90 @@
+"""ActionScale with asymmetric bounds, actor outputs inside them, critic layout, uniform warm-up policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_meta_rl.exploration import UniformPolicy
+from lightning_meta_rl.networks import ActionScale, Actor, Critic, GaussianHead
+
+LOW, HIGH = [-1.0, 0.0], [3.0, 0.5]
+
+
+@pytest.fixture
+def scale() -> ActionScale:
+    return ActionScale(LOW, HIGH)
+
+
+def test_action_scale_maps_unit_box_ends_to_bounds(scale: ActionScale) -> None:
+    assert scale(torch.tensor([-1.0, -1.0])).tolist() == LOW
+    assert scale(torch.tensor([1.0, 1.0])).tolist() == HIGH
+    torch.testing.assert_close(scale(torch.zeros(2)), torch.tensor([1.0, 0.25]))  # the box's centre
+    torch.testing.assert_close(scale.half_range, torch.tensor([2.0, 0.25]))
+
+
+def test_action_scale_inverse_of_forward_is_identity(scale: ActionScale) -> None:
+    u = torch.rand(100, 2) * 2 - 1
+    torch.testing.assert_close(scale.inverse(scale(u)), u)
+    a = torch.tensor(LOW) + torch.rand(100, 2) * (torch.tensor(HIGH) - torch.tensor(LOW))
+    torch.testing.assert_close(scale(scale.inverse(a)), a)
+    assert scale.inverse(torch.tensor(LOW)).tolist() == [-1.0, -1.0]
+
+
+def test_action_scale_clip(scale: ActionScale) -> None:
+    out = scale.clip(torch.tensor([[-5.0, 9.0], [4.0, -0.1], [0.5, 0.2]]))
+    assert torch.equal(out, torch.tensor([[-1.0, 0.5], [3.0, 0.0], [0.5, 0.2]]))
+
+
+@pytest.mark.parametrize(("low", "high"), [([0.0], [0.0]), ([1.0, 0.0], [0.0, 1.0]), ([0.0, 0.0], [1.0])])
+def test_action_scale_rejects_bad_bounds(low: list[float], high: list[float]) -> None:
+    with pytest.raises(ValueError):
+        ActionScale(low, high)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_actor_output_inside_asymmetric_bounds_for_large_inputs(scale: ActionScale, layer_norm: bool) -> None:
+    torch.manual_seed(0)
+    actor = Actor(4, scale, [16, 16], layer_norm)
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.mul_(20)  # saturate the tanh
+        a = actor(torch.randn(2000, 4) * 1e3)
+    low, high = torch.tensor(LOW), torch.tensor(HIGH)
+    assert bool((a >= low).all()) and bool((a <= high).all())
+    # saturation really reached both ends of the asymmetric box (a symmetric [-1, 1] map would not)
+    assert float(a[:, 0].max()) > 2.9 and float(a[:, 1].max()) > 0.49
+    assert float(a[:, 0].min()) < -0.9 and float(a[:, 1].min()) < 0.01
+
+
+def test_critic_sees_unit_actions_and_l2_weights_exclude_output(scale: ActionScale) -> None:
+    critic = Critic(3, scale, [8, 6], layer_norm=True)
+    shapes = [tuple(w.shape) for w in critic.weight_matrices()]
+    assert shapes == [(8, 3), (6, 8 + 2)]  # action joins at the second layer; output layer not penalised
+    q = critic(torch.randn(5, 3), torch.tensor(HIGH).repeat(5, 1))
+    assert q.shape == (5,)
+
+
+def test_critic_needs_two_hidden_layers(scale: ActionScale) -> None:
+    with pytest.raises(ValueError):
+        Critic(3, scale, [8], layer_norm=False)
+
+
+def test_uniform_policy_inside_bounds_and_covers_them(scale: ActionScale) -> None:
+    policy = UniformPolicy(scale, torch.Generator().manual_seed(0))
+    acts = torch.cat([policy.act(torch.zeros(1, 3)).executed for _ in range(2000)])
+    low, high = torch.tensor(LOW), torch.tensor(HIGH)
+    assert bool((acts >= low).all()) and bool((acts <= high).all())
+    span = acts.max(0).values - acts.min(0).values
+    torch.testing.assert_close(span, high - low, atol=0.05 * 4, rtol=0.05)
+    torch.testing.assert_close(acts.mean(0), (low + high) / 2, atol=0.1, rtol=0)
+
+
+def test_gaussian_head_std_in_env_units_and_log_prob(scale: ActionScale) -> None:
+    head = GaussianHead(2, scale, sigma=0.2, learn_std=False, hidden=None)
+    torch.testing.assert_close(head.std(), 0.2 * torch.tensor([2.0, 0.25]))
+    ctx = torch.tensor([[1.0, 0.25]])
+    a = torch.tensor([[1.4, 0.2]])
+    expected = torch.distributions.Normal(ctx, head.std()).log_prob(a).sum(-1)
+    torch.testing.assert_close(head.log_prob(ctx, a), expected)
+    assert list(head.parameters()) == []  # fixed std is a buffer
