@@ -32,6 +32,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     """gymnasium.make with a clear error for ids that do not exist."""
     try:
         return gym.make(env_id, **(env_kwargs or {}))
+    except gym.error.DependencyNotInstalled as exc:
+        raise EnvironmentNotSupported(f"Environment '{env_id}' needs a package that is not installed: {exc}") from None
     except gym.error.Error as exc:
         known = list(gym.registry.keys())
         close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
@@ -121,7 +123,7 @@ class EnvRunner:
         obs, reward, terminated, truncated, _ = self.env.step(action)
         self.steps_taken += 1
         if not math.isfinite(float(reward)):
-            self._fail(f"reward {reward}")
+            self._fail(f"reward {reward}", "step")
         return StepResult(
             self._checked(np.asarray(obs, dtype=np.float32), "step"),
             float(reward),
@@ -131,13 +133,14 @@ class EnvRunner:
 
     def _checked(self, obs: np.ndarray, where: str) -> np.ndarray:
         if not np.all(np.isfinite(obs)):
-            self._fail(f"observation {obs} at {where}")
+            self._fail(f"observation {obs}", where)
         return obs
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str, where: str) -> None:
+        when = "on reset" if where == "reset" else f"on step {self.steps_taken} of this environment instance"
         raise TrainingDiverged(
-            f"Environment '{self.env_id}' returned a non-finite {what} after {self.steps_taken} steps of this "
-            f"environment instance. Training stopped; the last checkpoint written before this point is intact."
+            f"Environment '{self.env_id}' returned a non-finite {what} {when}. Training stopped; the last "
+            f"checkpoint written before this point is intact."
         )
 
     def close(self) -> None:

@@ -109,26 +109,23 @@ class MetaTeacher(LearnedTeacher):
         hidden: Sequence[int],
         layer_norm: bool,
     ) -> None:
-        super().__init__(scale, GaussianHead(obs_dim, scale, sigma, learn_std, hidden, layer_norm))
+        width = self.context_width(obs_dim, scale.low.numel())
+        super().__init__(scale, GaussianHead(width, scale, sigma, learn_std, hidden, layer_norm))
+
+    @staticmethod
+    def context_width(obs_dim: int, act_dim: int) -> int:
+        return obs_dim
 
     def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         return obs
 
 
-class MetaStateTeacher(LearnedTeacher):
+class MetaStateTeacher(MetaTeacher):
     """``meta_state``: f sees [s, Q(s, mu(s)), mu(s)] with the student's features detached."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        scale: ActionScale,
-        sigma: float,
-        learn_std: bool,
-        hidden: Sequence[int],
-        layer_norm: bool,
-    ) -> None:
-        act_dim = scale.low.numel()
-        super().__init__(scale, GaussianHead(obs_dim + 1 + act_dim, scale, sigma, learn_std, hidden, layer_norm))
+    @staticmethod
+    def context_width(obs_dim: int, act_dim: int) -> int:
+        return obs_dim + 1 + act_dim
 
     def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         with torch.no_grad():

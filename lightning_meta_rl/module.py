@@ -308,7 +308,8 @@ class MetaRLModule(L.LightningModule):
         return float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())
 
     def _check_finite(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
-        bad = [
+        bad = [f"parameter {name}" for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        bad += [
             k
             for k, v in metrics.items()
             if k.startswith(("student/", "lookahead/", "teacher/loss")) and not math.isfinite(v)

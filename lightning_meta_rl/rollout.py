@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lightning_meta_rl.envs import EnvRunner
+from lightning_meta_rl.errors import TrainingDiverged
 from lightning_meta_rl.types import Rollout
 
 
@@ -74,6 +75,12 @@ class Collector:
             obs = torch.from_numpy(self._obs)
             out = policy.act(self.normalize(obs.unsqueeze(0)))
             executed = out.executed[0]
+            if not bool(torch.isfinite(executed).all()):
+                raise TrainingDiverged(
+                    f"The policy produced a non-finite action {executed.tolist()} on environment "
+                    f"'{self.runner.env_id}': training diverged. Lower the learning rates; the last checkpoint "
+                    f"written before this point is intact."
+                )
             result = self.runner.step(executed.cpu().numpy())
             obs_l.append(obs)
             raw_l.append(out.raw[0])

@@ -62,7 +62,7 @@ def test_existing_non_empty_run_dir_is_never_overwritten(tmp_path: Path, capsys)
 def test_nan_from_the_environment_stops_training_with_the_step(tmp_path: Path, capsys, env_id: str) -> None:
     msg = run_main(tmp_path, capsys, f"--data.env_id={env_id}")
     assert env_id in msg and "non-finite" in msg
-    assert f"after {NAN_AFTER} steps" in msg
+    assert f"on step {NAN_AFTER} of this environment" in msg
 
 
 def test_subprocess_discrete_env_exits_cleanly(tmp_path: Path) -> None:
@@ -89,3 +89,9 @@ def test_invalid_hyperparameter_gives_a_clean_message(tmp_path: Path, capsys, na
     msg = run_main(tmp_path, capsys, *overrides)
     assert field in msg
     assert not (tmp_path / "run" / "metrics.csv").exists()  # rejected before any training
+
+
+def test_diverging_losses_stop_with_a_message(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--model.student.critic_lr=1e30", "--model.student.actor_lr=1e30")
+    assert "non-finite" in msg or "NaN" in msg
+    assert "diverged" in msg
