@@ -1,0 +1,299 @@
+"""Throughput on Hopper-v5: environment steps/s and gradient updates/s of our trainer against a plain loop.
+
+Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of ``--steps`` env steps each:
+
+* ``ref``: a plain-PyTorch DDPG loop written below (no Lightning). It imports our ``Student``,
+  ``ddpg_update``, ``make_adam``, ``ReplayBuffer``, ``RunningNorm`` and ``gather``, so it measures only
+  what Lightning and our data path (collectors, rollouts, logging, callbacks) add. One gymnasium env
+  stepped by hand, uniform warm-up, then iterations of ``d0_steps`` noisy steps (Gaussian noise around
+  mu(s) on normalized observations, clipped) followed by ``utd_ratio`` updates per env step (critic, then
+  actor, then polyak). Its hyperparameters are read from the trainer's own CLI, so they cannot drift.
+  It is deliberately lean (numpy arrays per chunk, numpy noise, no per-step checks): it is the ceiling.
+* ``ddpg``: our trainer, teacher kind ``gaussian`` (conf/hopper_ddpg.yaml).
+* ``meta``: our trainer, teacher kind ``meta`` (conf/hopper.yaml); its env steps include D0, D1 and the
+  R(pi) rollouts (all counted in the budget), its updates are student + look-ahead updates.
+
+The trainer runs in-process through ``lightning_meta_rl.cli.cli(..., run=False)`` (W&B disabled, no
+logger, no config callbacks, no progress bar; the default ``EnvStepCheckpoint`` stays, as in every run,
+and saves only after the window). A callback times the steady state: from the start of the first
+training iteration (after warm-up) to the end of the last; reporting evaluation (one episode at the end,
+not counted in env steps) is subtracted. The reference times the same window. Updates are summed from
+the logged ``student/updates`` plus ``lookahead_updates`` per Meta iteration.
+
+Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and ``modern``
+(conf/profiles/modern.yaml: 256-256, batch 256, lr 3e-4, tau 0.005, utd 1). All arms run with
+``torch.set_num_threads(1)`` for a fair single-core comparison.
+
+    python benchmarks/throughput.py            # full: 20000 steps x 3 repeats x 2 settings
+    python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
+from lightning_meta_rl.cli import RUN_DIR_ENV, cli
+from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.module import MetaRLModule
+from lightning_meta_rl.networks import ActionScale
+from lightning_meta_rl.student import Student, ddpg_update, make_adam
+from lightning_meta_rl.types import Batch, Rollout
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_ID = "Hopper-v5"
+ARMS = ("ref", "ddpg", "meta")
+ARM_CONFIG = {"ddpg": "conf/hopper_ddpg.yaml", "meta": "conf/hopper.yaml"}
+SETTINGS = {"default": [], "modern": ["conf/profiles/modern.yaml"]}
+
+
+@dataclass
+class Run:
+    setting: str
+    arm: str
+    repeat: int
+    env_steps: int
+    seconds: float
+    updates: int
+
+    def row(self) -> dict[str, object]:
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "updates"},
+            "env_steps_per_s": self.env_steps / self.seconds,
+            "updates_per_s": self.updates / self.seconds,
+        }
+
+
+def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
+    """Our trainer for one arm and setting, instantiated but not fitted."""
+    os.environ.pop(RUN_DIR_ENV, None)  # cli() sets it for DDP ranks; a later in-process run must not inherit it
+    configs = [ARM_CONFIG["ddpg" if arm == "ref" else arm], *SETTINGS[setting]]
+    args = [a for c in configs for a in ("--config", str(ROOT / c))]
+    args += [f"--seed_everything={seed}", f"--data.total_env_steps={steps}", f"--run_dir={run_dir}"]
+    args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+    args += ["--trainer.enable_model_summary=false", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
+    return cli(args, run=False)
+
+
+class Window(Callback):
+    """Wall time, env steps and gradient updates from the first training iteration to the end of the last."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.t1, self.excluded, self.steps0, self.steps1, self.updates = 0.0, 0.0, 0, 0, 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        data = trainer.datamodule
+        evaluate = data.evaluate
+
+        def timed_evaluate(policy):  # reporting evaluation is not training: keep it out of the window
+            t = time.perf_counter()
+            out = evaluate(policy)
+            self.excluded += time.perf_counter() - t
+            return out
+
+        data.evaluate = timed_evaluate
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.t0 is None:  # the module's on_train_start (warm-up, first R(pi)) has run by now
+            self.steps0, self.t0 = trainer.datamodule.env_steps, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.updates += int(trainer.callback_metrics["student/updates"])
+        self.updates += pl_module.meta_cfg.lookahead_updates if pl_module.is_meta else 0
+        self.steps1, self.t1 = trainer.datamodule.env_steps, time.perf_counter()
+
+
+def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
+    with tempfile.TemporaryDirectory() as tmp:
+        c = build_cli(setting, arm, steps, repeat, os.path.join(tmp, "run"))
+        window = Window()
+        c.trainer.callbacks.append(window)
+        c.trainer.fit(c.model, datamodule=c.datamodule)
+    assert window.t0 is not None, "training ran no iteration"
+    seconds = window.t1 - window.t0 - window.excluded
+    return Run(setting, arm, repeat, window.steps1 - window.steps0, seconds, window.updates)
+
+
+def ddpg_recipe(setting: str, steps: int) -> tuple[MetaRLModule, RolloutDataModule]:
+    """The DDPG arm's model and data, instantiated by its CLI: the reference reads its settings from them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c = build_cli(setting, "ddpg", steps, 0, os.path.join(tmp, "run"))
+    return c.model, c.datamodule
+
+
+class HandStepper:
+    """One gymnasium env stepped by hand; episodes continue across calls. ``act`` maps raw obs to an action."""
+
+    def __init__(self, seed: int) -> None:
+        self.env = gym.make(ENV_ID)
+        self.obs = self.env.reset(seed=seed)[0].astype(np.float32)
+
+    def steps(self, n: int, act: Callable[[np.ndarray], np.ndarray]) -> Rollout:
+        obs, nxt = np.empty((n, self.obs.size), np.float32), np.empty((n, self.obs.size), np.float32)
+        actions = np.empty((n, self.env.action_space.shape[0]), np.float32)
+        rewards, terms = np.empty(n, np.float32), np.empty(n, np.float32)
+        for t in range(n):
+            obs[t], actions[t] = self.obs, act(self.obs)
+            nxt[t], rewards[t], terminated, truncated, _ = self.env.step(actions[t])
+            terms[t] = terminated
+            self.obs = self.env.reset()[0].astype(np.float32) if terminated or truncated else nxt[t]
+        a, r, d = torch.from_numpy(actions), torch.from_numpy(rewards), torch.from_numpy(terms)
+        return Rollout(torch.from_numpy(obs), a, a, r, torch.from_numpy(nxt), d, torch.zeros(n))
+
+
+def reference_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, repeat: int, steps: int) -> Run:
+    """Plain DDPG, no Lightning: warm-up, then d0_steps noisy steps and utd_ratio updates per step, repeated."""
+    (model, data), seed = recipe, repeat
+    cfg = model.cfg
+    torch.manual_seed(seed)
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    env = HandStepper(seed)
+    low, high = env.env.action_space.low, env.env.action_space.high
+    obs_dim, act_dim = env.obs.size, low.size
+    student = Student(obs_dim, ActionScale(low.tolist(), high.tolist()), cfg.hidden, cfg.layer_norm)
+    actor_opt = make_adam(list(student.actor.parameters()), cfg.actor_lr)
+    critic_opt = make_adam(list(student.critic.parameters()), cfg.critic_lr)
+    update = partial(ddpg_update, gamma=cfg.gamma, tau=cfg.tau, critic_l2=cfg.critic_l2, backward=torch.Tensor.backward)
+    buffer = ReplayBuffer(data.buffer_size, obs_dim, act_dim)
+    norm = RunningNorm(obs_dim, data.obs_clip, enabled=data.normalize_obs)
+    noise_std = model.teacher_cfg.sigma * (high - low) / 2
+
+    @torch.no_grad()
+    def noisy(obs: np.ndarray) -> np.ndarray:
+        mu = student.actor(norm(torch.from_numpy(obs).unsqueeze(0)))[0].numpy()
+        return np.clip(mu + noise_std * rng.standard_normal(act_dim), low, high)
+
+    def add(rollout: Rollout) -> None:
+        buffer.add(rollout)
+        norm.update(rollout.obs)
+
+    def sample() -> Batch:
+        b = gather(buffer, buffer.sample_indices(cfg.batch_size, generator))
+        return Batch(norm(b.obs), b.action, b.reward, norm(b.next_obs), b.terminated)
+
+    add(env.steps(data.warmup_steps, lambda obs: rng.uniform(low, high)))
+    done, credit, updates = data.warmup_steps, 0.0, 0
+    t0 = time.perf_counter()
+    while done < steps:
+        n = min(model.meta_cfg.d0_steps, steps - done)
+        add(env.steps(n, noisy))
+        done, credit = done + n, credit + model.utd_ratio * n
+        for _ in range(int(credit)):
+            update(student, sample(), actor_opt, critic_opt)
+        updates, credit = updates + int(credit), credit - int(credit)
+    return Run(setting, "ref", repeat, done - data.warmup_steps, time.perf_counter() - t0, updates)
+
+
+def medians(runs: list[Run], setting: str, arm: str) -> tuple[float, float]:
+    rows = [r.row() for r in runs if r.setting == setting and r.arm == arm]
+    return statistics.median(r["env_steps_per_s"] for r in rows), statistics.median(r["updates_per_s"] for r in rows)
+
+
+def ratio_lines(runs: list[Run], setting: str) -> list[str]:
+    (ref, _), (ddpg, _), (meta, _) = (medians(runs, setting, arm) for arm in ARMS)
+    overhead, meta_cost = ddpg / ref, ddpg / meta
+    return [
+        f"- {setting}: DDPG arm / reference env steps/s = {overhead:.3f} (target >= 0.95: "
+        f"{'met' if overhead >= 0.95 else 'NOT met'})",
+        f"- {setting}: Meta arm / DDPG arm wall-clock per env step = {meta_cost:.3f} (target <= 1.5: "
+        f"{'met' if meta_cost <= 1.5 else 'NOT met'})",
+    ]
+
+
+def report(runs: list[Run], command: str, steps: int) -> str:
+    settings = list(dict.fromkeys(r.setting for r in runs))
+    lines = [
+        f"# Throughput on {ENV_ID}: {steps} env steps per run, medians over repeats",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs. Window: first "
+        "iteration after warm-up to the end of training, reporting evaluation excluded.",
+        "",
+        "| setting | arm | runs | env steps/s | updates/s | ms per env step |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for setting in settings:
+        for arm in ARMS:
+            sps, ups = medians(runs, setting, arm)
+            n = sum(r.setting == setting and r.arm == arm for r in runs)
+            lines.append(f"| {setting} | {arm} | {n} | {sps:.0f} | {ups:.0f} | {1000 / sps:.3f} |")
+    lines += ["", "Ratios (of medians):", ""] + [line for s in settings for line in ratio_lines(runs, s)]
+    return "\n".join(lines) + "\n"
+
+
+def run_all(settings: list[str], repeats: int, steps: int) -> list[Run]:
+    """Every (setting, repeat, arm), the arms interleaved within each round."""
+    runs: list[Run] = []
+    for setting in settings:
+        recipe = ddpg_recipe(setting, steps)
+        for repeat in range(repeats):
+            for arm in ARMS:
+                gc.collect()
+                if arm == "ref":
+                    run = reference_run(recipe, setting, repeat, steps)
+                else:
+                    run = trainer_run(setting, arm, repeat, steps)
+                print(f"{setting} {arm} repeat {repeat}: {run.row()['env_steps_per_s']:.0f} env steps/s", flush=True)
+                runs.append(run)
+    return runs
+
+
+def write_csv(runs: list[Run], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0].row()))
+        writer.writeheader()
+        writer.writerows(r.row() for r in runs)
+
+
+def quiet() -> None:
+    """Same conditions for every arm: one thread, no W&B; Lightning's start-up banners silenced."""
+    torch.set_num_threads(1)
+    os.environ["WANDB_MODE"] = "disabled"
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning\.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3000 steps, 1 repeat, default setting only")
+    parser.add_argument("--steps", type=int, default=None, help="env steps per run (default 20000; quick 3000)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3; quick 1)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    steps = args.steps or (3000 if args.quick else 20000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")
+    quiet()
+    runs = run_all(["default"] if args.quick else list(SETTINGS), repeats, steps)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs, out / "throughput.csv")
+    text = report(runs, "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), steps)
+    (out / "throughput.md").write_text(text)
+    print(text)
+    if args.quick:
+        print(ratio_lines(runs, "default")[0].removeprefix("- "))
+
+
+if __name__ == "__main__":
+    main()
