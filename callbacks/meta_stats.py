@@ -26,6 +26,12 @@ class MetaRewardStats(L.Callback):
         self.window = window
         self._rewards: deque[float] = deque(maxlen=window)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rewards": list(self._rewards)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._rewards = deque(state["rewards"], maxlen=self.window)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not isinstance(pl_module, MetaRLModule) or pl_module.last_iteration is None:
             return

@@ -82,14 +82,29 @@ class StateVisitation(L.Callback):
             return
         rec = pl_module.last_iteration
         dm = trainer.datamodule  # type: ignore[attr-defined]
-        # an iteration belongs to a window by where it started, as a fraction of the budget after warm-up
-        start = (rec.env_steps - len(rec.d0) - dm.warmup_steps) / max(1, dm.total_env_steps - dm.warmup_steps)
-        windows = [w for w, inside in (("early", start < self.window), ("late", start >= 1 - self.window)) if inside]
+        # an iteration belongs to a window by where it started, as a fraction of the budget after warm-up;
+        # the first iteration is always early and the last always late, so even very short runs get both rows
+        start = (rec.start_steps - dm.warmup_steps) / max(1, dm.total_env_steps - dm.warmup_steps)
+        first = not self.states[("early", "teacher")]
+        last = rec.env_steps >= dm.total_env_steps
+        windows = [
+            w
+            for w, inside in (("early", start < self.window or first), ("late", start >= 1 - self.window or last))
+            if inside
+        ]
         student = [r.obs for r in (rec.student, rec.evaluation) if r is not None and len(r)]
         for w in windows:
             self._keep(w, "teacher", rec.d0.obs)
             for s in student:
                 self._keep(w, "student", s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"{w}/{s}": [torch.from_numpy(c) for c in chunks] for (w, s), chunks in self.states.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, chunks in state.items():
+            w, s = key.split("/")
+            self.states[(w, s)] = [c.numpy() for c in chunks]
 
     def _keep(self, window: str, source: str, obs: torch.Tensor) -> None:
         chunks = self.states[(window, source)]

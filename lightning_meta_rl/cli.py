@@ -65,6 +65,8 @@ class MetaRLCLI(LightningCLI):
         run_dir = self._run_dir(config)
         config.run_dir = run_dir
         config.trainer.default_root_dir = run_dir
+        if config.trainer.enable_checkpointing is False:
+            self.trainer_defaults["callbacks"] = []  # the default EnvStepCheckpoint would clash with the flag
         if config.trainer.enable_progress_bar is False and config.trainer.callbacks:
             # a config's custom progress bar would otherwise clash with --trainer.enable_progress_bar=false
             config.trainer.callbacks = [
@@ -77,7 +79,7 @@ class MetaRLCLI(LightningCLI):
 
     def _run_dir(self, config: Any) -> str:
         inherited = os.environ.get(RUN_DIR_ENV)
-        if inherited:
+        if inherited and os.environ.get("LOCAL_RANK", "0") != "0":  # a rank that Lightning's DDP launcher started
             return inherited
         if config.run_dir is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

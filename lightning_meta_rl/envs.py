@@ -10,6 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from lightning_meta_rl.errors import EnvironmentNotSupported, TrainingDiverged
 
@@ -28,10 +29,10 @@ class EnvSpec:
     max_episode_steps: int | None
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
-    """gymnasium.make with a clear error for ids that do not exist."""
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, check: bool = True) -> gym.Env:
+    """gymnasium.make with a clear error for ids that do not exist (``check``: gymnasium's API checker)."""
     try:
-        return gym.make(env_id, **(env_kwargs or {}))
+        return gym.make(env_id, disable_env_checker=not check, **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as exc:
         raise EnvironmentNotSupported(f"Environment '{env_id}' needs a package that is not installed: {exc}") from None
     except gym.error.Error as exc:
@@ -107,7 +108,7 @@ class EnvRunner:
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None, seed: int) -> None:
         self.env_id = env_id
-        self.env = make_env(env_id, env_kwargs)
+        self.env = make_env(env_id, env_kwargs, check=False)  # probe() already ran the checker once
         self.env.action_space.seed(seed)
         self._seed: int | None = seed
         self.steps_taken = 0
@@ -160,20 +161,21 @@ class EnvRunner:
         }
         state["np_random"] = base.np_random.bit_generator.state
         physics = _mujoco_state(base)
+        # tensors, not numpy arrays or bytes: checkpoints must load with torch.load(weights_only=True)
         if physics is not None:
-            state["mujoco"] = physics
+            state["mujoco"] = torch.from_numpy(physics)
         else:
-            state["pickle"] = pickle.dumps(base)
+            state["pickle"] = torch.frombuffer(bytearray(pickle.dumps(base)), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps_taken, self._seed = state["steps_taken"], state["seed"]
         if "pickle" in state:
-            _replace_base(self.env, pickle.loads(state["pickle"]))
+            _replace_base(self.env, pickle.loads(state["pickle"].numpy().tobytes()))
         base = self.env.unwrapped
         base.np_random.bit_generator.state = state["np_random"]
         if "mujoco" in state:
-            _set_mujoco_state(base, state["mujoco"])
+            _set_mujoco_state(base, state["mujoco"].numpy())
         _load_wrapper_state(self.env, state["wrappers"])
 
 

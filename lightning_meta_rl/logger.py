@@ -47,9 +47,9 @@ class WandbLogger(_LightningWandbLogger):
         try:
             fn(*args, **kwargs)
         except Exception as exc:
-            if not WandbLogger._warned:
+            if not self._warned:
                 warnings.warn(f"W&B {what} failed ({exc}); training continues", stacklevel=3)
-                WandbLogger._warned = True
+                self._warned = True
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -143,7 +143,7 @@ class MetaRLModule(L.LightningModule):
 
     def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
         """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
-        cfg = self.meta_cfg
+        cfg, start = self.meta_cfg, data.env_steps
         # 1. D0 from the teacher as it is now
         d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
         gap = self._action_gap(data, d0)
@@ -166,7 +166,7 @@ class MetaRLModule(L.LightningModule):
         student_metrics = self.student_updates(data)
         student_rollout = self._rollout_student(data)
         self.r_pi = student_rollout.mean_return
-        self.last_iteration = IterationRecord(data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
+        self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
             "explore/action_gap": gap,
             "meta/reward": meta_reward,
@@ -181,12 +181,13 @@ class MetaRLModule(L.LightningModule):
 
     def ddpg_iteration(self, data: RolloutDataModule) -> dict[str, float]:
         """The baseline: d0_steps of noisy student data into the buffer, then student updates."""
+        start = data.env_steps
         d0 = data.collect_steps(
             ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
         )
         gap = self._action_gap(data, d0)
         data.add(d0)
-        self.last_iteration = IterationRecord(data.env_steps, d0)
+        self.last_iteration = IterationRecord(start, data.env_steps, d0)
         return {**self.student_updates(data), **self._progress(data, d0), "explore/action_gap": gap}
 
     # ------------------------------------------------------------------ the pieces

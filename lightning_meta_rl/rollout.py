@@ -46,11 +46,13 @@ class Collector:
         self._return = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"runner": self.runner.state_dict(), "obs": self._obs, "return": self._return}
+        obs = None if self._obs is None else torch.from_numpy(self._obs.copy())
+        return {"runner": self.runner.state_dict(), "obs": obs, "return": self._return}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.runner.load_state_dict(state["runner"])
-        self._obs, self._return = state["obs"], state["return"]
+        self._obs = None if state["obs"] is None else state["obs"].numpy().copy()
+        self._return = state["return"]
 
     def steps(self, policy: Policy, n: int) -> Rollout:
         """n steps; episodes continue across calls (the training environment's stream)."""

@@ -57,11 +57,14 @@ class Rollout:
 class IterationRecord:
     """What one training iteration produced, kept on the module for callbacks to read.
 
+    start_steps / env_steps: the environment-step count when the iteration started / ended.
+
     d0: the exploration data (teacher or noise); d1: the look-ahead student's episodes (Meta arm);
     student: the R(pi) rollout of the updated student (Meta arm); evaluation: the reporting evaluation
     episodes if one ran this iteration; meta_reward: R(pi') - R(pi) (Meta arm).
     """
 
+    start_steps: int
     env_steps: int
     d0: Rollout
     d1: Rollout | None = None

@@ -5,9 +5,12 @@ Every test runs in its own temporary working directory with W&B disabled and no 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -217,3 +220,54 @@ def params_snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+# ----------------------------------------------------------------------------- helpers for the slower end-to-end tests
+@contextlib.contextmanager
+def isolated_env(path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """What the autouse ``_isolated`` fixture does, for module-scoped fixtures (they run before it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path)
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.setenv(RUN_DIR_ENV, "")
+        mp.delenv(RUN_DIR_ENV)
+        mp.setenv("WANDB_SILENT", "true")
+        mp.setattr(sys, "argv", ["lightning_meta_rl"])
+        yield mp
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run in-process fits with ``n`` intra-op threads (tiny networks gain nothing from more; busy CI cores lose)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for ``python -m lightning_meta_rl`` subprocesses: W&B off, one thread per process, no
+    inherited run directory."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
+    env.update({"WANDB_MODE": "disabled", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **extra})
+    return env
+
+
+def run_module(*args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m lightning_meta_rl ARGS`` from the repository root (so ``conf/...`` resolves)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_meta_rl", *args],
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
