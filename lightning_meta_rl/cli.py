@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -42,8 +43,6 @@ class SaveConfigToRun(SaveConfigCallback):
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if trainer.logger is not None:
             config = self.parser.dump(self.config, skip_none=False, format="yaml")
-            import yaml
-
             trainer.logger.log_hyperparams(yaml.safe_load(config))
 
 
