@@ -57,6 +57,9 @@ class RolloutDataModule(L.LightningDataModule):
         eval_episodes: deterministic student episodes per reporting evaluation (not counted in the budget).
         seed: base seed of the environments and random streams (linked from ``seed_everything``).
         env_kwargs: extra keyword arguments for ``gymnasium.make``.
+        num_envs: training environments stepped together with one batched policy call (D0 of the Meta
+            arm, all exploration data of the DDPG arm); D1, R(pi) and evaluation use one environment each.
+            Each collection then takes a whole number of steps of every environment.
         checkpoint_buffer: store the replay buffer in checkpoints, so that a resumed run continues exactly
             (large: about 2 * obs_dim + act_dim + 2 floats per stored transition).
     """
@@ -74,9 +77,11 @@ class RolloutDataModule(L.LightningDataModule):
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
         checkpoint_buffer: bool = True,
+        num_envs: int = 1,
     ) -> None:
         super().__init__()
         for name, value in (
+            ("num_envs", num_envs),
             ("total_env_steps", total_env_steps),
             ("buffer_size", buffer_size),
             ("eval_every", eval_every),
@@ -102,6 +107,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.seed = seed
         self.env_kwargs = env_kwargs
         self.checkpoint_buffer = checkpoint_buffer
+        self.num_envs = num_envs
         self.spec = probe(env_id, env_kwargs)  # fails here, at start-up, for unusable environments
         self.env_steps = 0
         self._ready = False
@@ -135,15 +141,13 @@ class RolloutDataModule(L.LightningDataModule):
         self.rank = rank
         self.normalizer = RunningNorm(self.obs_dim, self.obs_clip, enabled=self.normalize_obs)
         self.buffer = ReplayBuffer(self.buffer_size, self.obs_dim, self.act_dim)
-        self.train_collector = Collector(
-            EnvRunner(self.env_id, self.env_kwargs, env_seed(self.seed, rank, ROLE_TRAIN)), self.normalizer
-        )
-        self.rollout_collector = Collector(
-            EnvRunner(self.env_id, self.env_kwargs, env_seed(self.seed, rank, ROLE_ROLLOUT)), self.normalizer
-        )
-        self.eval_collector = Collector(
-            EnvRunner(self.env_id, self.env_kwargs, env_seed(self.seed, rank, ROLE_EVAL)), self.normalizer
-        )
+
+        def runners(role: int, n: int) -> list[EnvRunner]:
+            return [EnvRunner(self.env_id, self.env_kwargs, env_seed(self.seed, rank, role, i)) for i in range(n)]
+
+        self.train_collector = Collector(runners(ROLE_TRAIN, self.num_envs), self.normalizer)
+        self.rollout_collector = Collector(runners(ROLE_ROLLOUT, 1), self.normalizer)
+        self.eval_collector = Collector(runners(ROLE_EVAL, 1), self.normalizer)
         # one generator for exploration noise / teacher samples, one for minibatch sampling, one for pairing seeds
         self.noise_rng = torch.Generator().manual_seed(env_seed(self.seed, rank, 3))
         self.sample_rng = torch.Generator().manual_seed(env_seed(self.seed, rank, 4))
@@ -153,7 +157,8 @@ class RolloutDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         if self._ready:
             for c in (self.train_collector, self.rollout_collector, self.eval_collector):
-                c.runner.close()
+                for runner in c.runners:
+                    runner.close()
             self._ready = False
 
     def train_dataloader(self) -> DataLoader:
@@ -169,7 +174,8 @@ class RolloutDataModule(L.LightningDataModule):
 
     # ---- rollouts (each counted against the budget) ----
     def collect_steps(self, policy: Policy, n: int) -> Rollout:
-        """n steps on the training environment (capped by what is left of the budget; at least 1)."""
+        """n steps on the training environments (capped by what is left of the budget; at least 1; rounded up
+        to a whole number of steps of every environment)."""
         n = max(1, min(n, self.total_env_steps - self.env_steps))
         rollout = self.train_collector.steps(policy, n)
         self.env_steps += len(rollout)

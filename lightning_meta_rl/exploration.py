@@ -38,8 +38,8 @@ class Exploration(nn.Module):
         """log pi_e(raw_action | context) summed over action dims. [T, C], [T, act] -> [T]."""
         raise TypeError(f"{type(self).__name__} is fixed noise and has no learnable log-probability")
 
-    def reset(self) -> None:
-        """Episode start."""
+    def reset(self, index: int) -> None:
+        """Environment ``index`` starts an episode."""
 
 
 class GaussianNoise(Exploration):
@@ -63,12 +63,13 @@ class OUNoise(Exploration):
         self.sigma, self.theta, self.dt = sigma, theta, dt
         self.state: torch.Tensor | None = None
 
-    def reset(self) -> None:
-        self.state = None
+    def reset(self, index: int) -> None:
+        if self.state is not None:
+            self.state[index] = 0.0
 
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         mean = student.actor(obs)
-        if self.state is None:
+        if self.state is None or self.state.shape != mean.shape:
             self.state = torch.zeros(mean.shape)
         dw = torch.randn(mean.shape, generator=generator) * math.sqrt(self.dt)
         self.state = self.state - self.theta * self.state * self.dt + self.sigma * dw
@@ -178,8 +179,8 @@ class ExplorationPolicy:
     def act(self, obs: torch.Tensor) -> Action:
         return self.exploration.act(obs.to(self.student.actor.scale.low.device), self.student, self.generator)
 
-    def reset(self) -> None:
-        self.exploration.reset()
+    def reset(self, index: int) -> None:
+        self.exploration.reset(index)
 
 
 class DeterministicPolicy:
@@ -192,7 +193,7 @@ class DeterministicPolicy:
         a = self.actor(obs.to(next(self.actor.parameters()).device))
         return Action(a, a)
 
-    def reset(self) -> None:
+    def reset(self, index: int) -> None:
         pass
 
 
@@ -203,9 +204,9 @@ class UniformPolicy:
         self.scale, self.generator = scale, generator
 
     def act(self, obs: torch.Tensor) -> Action:
-        u = torch.rand((1, self.scale.low.numel()), generator=self.generator) * 2 - 1
+        u = torch.rand((obs.shape[0], self.scale.low.numel()), generator=self.generator) * 2 - 1
         a = self.scale(u.to(self.scale.low.device))
         return Action(a, a)
 
-    def reset(self) -> None:
+    def reset(self, index: int) -> None:
         pass

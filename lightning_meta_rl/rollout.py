@@ -1,11 +1,11 @@
-"""Collector: steps a policy in one environment for n steps or k whole episodes and returns a Rollout.
+"""Collector: steps a policy in its environments for n steps or k whole episodes and returns a Rollout.
 
 Collectors act; they never compute a loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -28,39 +28,53 @@ class Policy(Protocol):
     """Anything that acts: noise around the student, a teacher, the student itself."""
 
     def act(self, obs: torch.Tensor) -> Action:
-        """obs: [1, obs_dim], already normalized."""
+        """obs: [N, obs_dim], already normalized (one row per environment) -> actions [N, act_dim]."""
         ...
 
-    def reset(self) -> None:
-        """Called at the start of every episode (temporally correlated noise restarts here)."""
+    def reset(self, index: int) -> None:
+        """Environment ``index`` starts an episode (temporally correlated noise restarts there)."""
         ...
 
 
 class Collector:
-    """Owns one environment and the episode in progress on it."""
+    """Owns one or more environments of the same id and the episodes in progress on them.
 
-    def __init__(self, runner: EnvRunner, normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.runner = runner
+    With several environments every step of ``steps`` advances all of them with one batched policy
+    call; the rollout then interleaves their transitions (env 0, env 1, ..., env 0, ...).
+    """
+
+    def __init__(self, runners: Sequence[EnvRunner], normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        if not runners:
+            raise ValueError("a Collector needs at least one environment")
+        self.runners = list(runners)
         self.normalize = normalize
-        self._obs: np.ndarray | None = None
-        self._return = 0.0
+        self._obs: list[np.ndarray | None] = [None] * len(self.runners)
+        self._returns = [0.0] * len(self.runners)
 
     def state_dict(self) -> dict[str, Any]:
-        obs = None if self._obs is None else torch.from_numpy(self._obs.copy())
-        return {"runner": self.runner.state_dict(), "obs": obs, "return": self._return}
+        return {
+            "runners": [r.state_dict() for r in self.runners],
+            "obs": [None if o is None else torch.from_numpy(o.copy()) for o in self._obs],
+            "returns": list(self._returns),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.runner.load_state_dict(state["runner"])
-        self._obs = None if state["obs"] is None else state["obs"].numpy().copy()
-        self._return = state["return"]
+        if len(state["runners"]) != len(self.runners):
+            raise ValueError(f"checkpoint has {len(state['runners'])} environments, this run {len(self.runners)}")
+        for runner, s in zip(self.runners, state["runners"], strict=True):
+            runner.load_state_dict(s)
+        self._obs = [None if o is None else o.numpy().copy() for o in state["obs"]]
+        self._returns = list(state["returns"])
 
     def steps(self, policy: Policy, n: int) -> Rollout:
-        """n steps; episodes continue across calls (the training environment's stream)."""
+        """At least n steps, a whole number of steps of every environment; episodes continue across calls."""
         return self._run(policy, max_steps=n, max_episodes=None, seed=None)
 
     def episodes(self, policy: Policy, k: int, seed: int | None = None) -> Rollout:
-        """k whole episodes from fresh resets (the first reset uses ``seed`` if given)."""
-        self._obs = None
+        """k whole episodes from fresh resets (the first reset uses ``seed`` if given); one environment only."""
+        if len(self.runners) != 1:
+            raise ValueError("episodes() runs on a single environment")
+        self._obs = [None]
         return self._run(policy, max_steps=None, max_episodes=k, seed=seed)
 
     @torch.no_grad()
@@ -69,41 +83,43 @@ class Collector:
         returns: list[float] = []
         steps = 0
         while (max_steps is None or steps < max_steps) and (max_episodes is None or len(returns) < max_episodes):
-            if self._obs is None:
-                self._obs = self.runner.reset(seed)
-                seed = None
-                self._return = 0.0
-                policy.reset()
-            obs = torch.from_numpy(self._obs)
-            out = policy.act(self.normalize(obs.unsqueeze(0)))
-            executed = out.executed[0]
+            for i, runner in enumerate(self.runners):
+                if self._obs[i] is None:
+                    self._obs[i] = runner.reset(seed)
+                    seed = None
+                    self._returns[i] = 0.0
+                    policy.reset(i)
+            obs = torch.from_numpy(np.stack(self._obs))  # type: ignore[arg-type]
+            out = policy.act(self.normalize(obs))
+            executed = out.executed.cpu()
             if not bool(torch.isfinite(executed).all()):
                 raise TrainingDiverged(
                     f"The policy produced a non-finite action {executed.tolist()} on environment "
-                    f"'{self.runner.env_id}': training diverged. Lower the learning rates; the last checkpoint "
+                    f"'{self.runners[0].env_id}': training diverged. Lower the learning rates; the last checkpoint "
                     f"written before this point is intact."
                 )
-            result = self.runner.step(executed.cpu().numpy())
-            obs_l.append(obs)
-            raw_l.append(out.raw[0])
-            act_l.append(executed)
-            if out.context is not None:
-                ctx_l.append(out.context[0])
-            rew_l.append(result.reward)
-            next_obs = torch.from_numpy(result.next_obs)
-            next_l.append(next_obs)
-            term_l.append(result.terminated)
-            trunc_l.append(result.truncated)
-            self._return += result.reward
-            steps += 1
-            if result.terminated or result.truncated:
-                returns.append(self._return)
-                self._obs = None
-            else:
-                self._obs = result.next_obs
+            actions = executed.numpy()
+            for i, runner in enumerate(self.runners):
+                result = runner.step(actions[i])
+                obs_l.append(obs[i])
+                raw_l.append(out.raw[i])
+                act_l.append(executed[i])
+                if out.context is not None:
+                    ctx_l.append(out.context[i])
+                rew_l.append(result.reward)
+                next_l.append(torch.from_numpy(result.next_obs))
+                term_l.append(result.terminated)
+                trunc_l.append(result.truncated)
+                self._returns[i] += result.reward
+                steps += 1
+                if result.terminated or result.truncated:
+                    returns.append(self._returns[i])
+                    self._obs[i] = None
+                else:
+                    self._obs[i] = result.next_obs
         return Rollout(
             obs=torch.stack(obs_l),
-            action=torch.stack(act_l).cpu(),
+            action=torch.stack(act_l),
             raw_action=torch.stack(raw_l).cpu(),
             reward=torch.tensor(rew_l, dtype=torch.float32),
             next_obs=torch.stack(next_l),

@@ -208,9 +208,10 @@ class ConstantPolicy:
         self.resets = 0
 
     def act(self, obs: torch.Tensor) -> Action:
-        return Action(self.action.clone(), self.action.clone())
+        a = self.action.expand(obs.shape[0], -1).clone()
+        return Action(a, a.clone())
 
-    def reset(self) -> None:
+    def reset(self, index: int) -> None:
         self.resets += 1
 
 

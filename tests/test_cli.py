@@ -64,8 +64,8 @@ def test_every_env_step_counts_and_both_arms_get_utd_updates(
     c = fit(tmp_path / "run", f"--model.teacher.kind={kind}", "--data.total_env_steps=1500")
     dm = c.datamodule
     # the budget counts every step of the training and student-rollout environments (not reporting evaluation)
-    assert dm.env_steps == dm.train_collector.runner.steps_taken + dm.rollout_collector.runner.steps_taken
-    assert dm.eval_collector.runner.steps_taken > 0
+    assert dm.env_steps == dm.train_collector.runners[0].steps_taken + dm.rollout_collector.runners[0].steps_taken
+    assert dm.eval_collector.runners[0].steps_taken > 0
     # student updates: utd_ratio (0.25) per env step after warm-up, in both arms alike; the meta arm's
     # last R(pi) rollout (one 200-step Pendulum episode) may not have been turned into updates yet
     live = sum(1 for s in calls if s is c.model.student)
@@ -106,3 +106,15 @@ def test_import_callbacks_resolves_to_our_package(tmp_path: Path, where: str) ->
         assert init_file is not None and Path(init_file).resolve() == ours / "__init__.py"
     # no installed distribution other than ours provides a top-level `callbacks`
     assert set(importlib.metadata.packages_distributions().get("callbacks", [])) <= {"lightning-meta-rl"}
+
+
+@pytest.mark.parametrize("kind", ["meta", "gaussian"])
+def test_fit_with_several_training_environments(tmp_path: Path, kind: str) -> None:
+    c = fit(
+        tmp_path / "run", f"--model.teacher.kind={kind}", "--data.num_envs=3", "--trainer.enable_progress_bar=false"
+    )
+    dm = c.datamodule
+    assert [r.steps_taken > 0 for r in dm.train_collector.runners] == [True, True, True]
+    seeds = {int(r.env.unwrapped.np_random.bit_generator.state["state"]["state"]) for r in dm.train_collector.runners}
+    assert len(seeds) == 3  # differently seeded environments
+    assert dm.env_steps >= dm.total_env_steps

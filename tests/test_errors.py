@@ -78,6 +78,10 @@ def test_subprocess_discrete_env_exits_cleanly(tmp_path: Path) -> None:
 INVALID = {
     "actor_lr": (["--model.student.actor_lr=-1"], "actor_lr"),
     "gamma": (["--model.student.gamma=1.5"], "gamma"),
+    "critic_lr_zero": (["--model.student.critic_lr=0"], "critic_lr"),
+    "teacher_lr": (["--model.teacher.lr=-0.001"], "lr"),
+    "sigma": (["--model.teacher.sigma=0"], "sigma"),
+    "num_envs": (["--data.num_envs=0"], "num_envs"),
     "warmup": (["--data.warmup_steps=5000"], "warmup_steps"),
     "batch_vs_buffer": (["--model.student.batch_size=4096", "--data.buffer_size=1000"], "buffer_size"),
 }
@@ -95,3 +99,16 @@ def test_diverging_losses_stop_with_a_message(tmp_path: Path, capsys) -> None:
     msg = run_main(tmp_path, capsys, "--model.student.critic_lr=1e30", "--model.student.actor_lr=1e30")
     assert "non-finite" in msg or "NaN" in msg
     assert "diverged" in msg
+
+
+def test_broken_yaml_is_refused_without_traceback(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  teacher: [kind: meta\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(broken), "--run_dir", str(tmp_path / "run")])
+    clear_run_dir_env()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "Traceback" not in err
+    assert "error" in err.lower() and "parsing" in err.lower()
+    assert not (tmp_path / "run").exists()  # nothing written for a config that never parsed

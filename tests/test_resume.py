@@ -157,8 +157,8 @@ def test_checkpoint_holds_what_resume_needs(tmp_path: Path) -> None:
     assert set(data["rng"]) == {"noise_rng", "sample_rng", "pair_rng"}
     assert set(data["collectors"]) == {"train_collector", "rollout_collector", "eval_collector"}
     for name, state in data["collectors"].items():
-        assert state["runner"]["steps_taken"] > 0, name
-        assert "np_random" in state["runner"]
+        assert state["runners"][0]["steps_taken"] > 0, name
+        assert "np_random" in state["runners"][0]
     # every counted step was stored and folded into the observation statistics
     assert data["buffer"]["size"] == env_steps
     assert data["buffer"]["obs"].shape == (env_steps, 3)
@@ -197,7 +197,7 @@ def mid_episode_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with isolated_env(base), torch_threads(1):
         fit(base / "run", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false")
     ckpt = load_ckpt(base / "run" / "checkpoints" / "last.ckpt")
-    assert ckpt["RolloutDataModule"]["collectors"]["train_collector"]["obs"] is not None  # mid-episode
+    assert ckpt["RolloutDataModule"]["collectors"]["train_collector"]["obs"][0] is not None  # mid-episode
     return base / "run"
 
 
@@ -216,7 +216,7 @@ def test_mid_episode_checkpoint_loads_with_weights_only(mid_episode_run: Path) -
 @pytest.mark.parametrize(("env_id", "action"), [("Pendulum-v1", [0.5]), ("Hopper-v5", [0.1, -0.1, 0.2])])
 def test_collector_state_is_weights_only_loadable(env_id: str, action: list[float]) -> None:
     runner = EnvRunner(env_id, None, 0)
-    collector = Collector(runner, RunningNorm(runner.env.observation_space.shape[0], 5.0))
+    collector = Collector([runner], RunningNorm(runner.env.observation_space.shape[0], 5.0))
     try:
         collector.steps(ConstantPolicy(action), 5)
         buf = io.BytesIO()
@@ -232,7 +232,7 @@ def test_collector_restored_mid_episode_continues_exactly(env_id: str, action: l
     policy = ConstantPolicy(action)
     runners = EnvRunner(env_id, None, 0), EnvRunner(env_id, None, 123)  # a fresh process would use another seed
     obs_dim = runners[0].env.observation_space.shape[0]
-    first, fresh = (Collector(r, RunningNorm(obs_dim, 5.0)) for r in runners)
+    first, fresh = (Collector([r], RunningNorm(obs_dim, 5.0)) for r in runners)
     try:
         first.steps(policy, 10)
         buf = io.BytesIO()
@@ -244,8 +244,8 @@ def test_collector_restored_mid_episode_continues_exactly(env_id: str, action: l
         assert torch.equal(got.reward, expected.reward)
         assert got.episode_returns == expected.episode_returns
     finally:
-        first.runner.close()
-        fresh.runner.close()
+        first.runners[0].close()
+        fresh.runners[0].close()
 
 
 def test_fit_resumes_from_a_mid_episode_checkpoint(mid_episode_run: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ STAY = [0.0, 0.0]  # x stays 0 -> truncated by the time limit after DRIFT_LIMIT 
 
 @pytest.fixture
 def collector() -> Collector:
-    return Collector(EnvRunner(DRIFT_ID, None, seed=0), normalize=lambda x: x)
+    return Collector([EnvRunner(DRIFT_ID, None, seed=0)], normalize=lambda x: x)
 
 
 def test_probe_reports_asymmetric_bounds_and_limit() -> None:
@@ -97,6 +97,21 @@ def test_noisy_actions_are_clipped_into_asymmetric_bounds(collector: Collector) 
         if policy.exploration.learned:  # the teacher's input is kept for log pi_e
             assert r.context is not None and r.context.shape == (200, 2)
             torch.testing.assert_close(r.context, r.obs)  # meta's context is the (here unnormalized) obs
-    received = np.stack(collector.runner.env.unwrapped.received)
+    received = np.stack(collector.runners[0].env.unwrapped.received)
     assert received.shape == (400, 2)
     assert (received >= DRIFT_LOW).all() and (received <= DRIFT_HIGH).all()  # what the env really got
+
+
+def test_several_environments_step_together_and_keep_their_own_episodes() -> None:
+    runners = [EnvRunner(DRIFT_ID, None, seed=i) for i in range(3)]
+    collector = Collector(runners, normalize=lambda x: x)
+    policy = ConstantPolicy([0.1, 0.2])  # no episode ends within these 4 steps per env
+    r = collector.steps(policy, 7)  # rounded up to a whole number of steps of every environment
+    assert len(r) == 9
+    for i, runner in enumerate(runners):
+        assert runner.steps_taken == 3
+        own = r.obs[i::3]  # transitions interleave env 0, 1, 2, 0, ...
+        torch.testing.assert_close(own[1:], r.next_obs[i::3][:-1])  # each env's stream is contiguous
+    assert policy.resets == 3  # one episode start per environment
+    second = collector.steps(policy, 3)
+    torch.testing.assert_close(second.obs, r.next_obs[-3:])  # every episode continues across calls

@@ -161,10 +161,23 @@ def test_ou_noise_restarts_each_episode(student: Student) -> None:
     first = ou.act(obs, student, g).raw
     for _ in range(20):
         ou.act(obs, student, g)
-    ou.reset()
-    assert ou.state is None
+    ou.reset(0)
+    assert ou.state is not None and torch.equal(ou.state, torch.zeros_like(ou.state))
     g2 = torch.Generator().manual_seed(0)
-    assert torch.equal(OUNoise(student.actor.scale, sigma=0.5).act(obs, student, g2).raw, first)
+    assert torch.equal(ou.act(obs, student, g2).raw, first)
+
+
+def test_ou_noise_restarts_only_the_environment_that_reset(student: Student) -> None:
+    ou = OUNoise(student.actor.scale, sigma=0.5)
+    obs = torch.randn(3, 3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ou.act(obs, student, g)
+    assert ou.state is not None
+    before = ou.state.clone()
+    ou.reset(1)
+    assert torch.equal(ou.state[1], torch.zeros_like(ou.state[1]))
+    assert torch.equal(ou.state[0], before[0]) and torch.equal(ou.state[2], before[2])
 
 
 # ----------------------------------------------------------------------------- look-ahead copy
