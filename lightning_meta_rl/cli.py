@@ -37,6 +37,13 @@ def wandb_has_credentials() -> bool:
         return False
 
 
+def _int_seed(seed: int | bool | None) -> int:
+    """The environments' base seed: the given int, else what Lightning (>= 2.2) seeds with (PL_GLOBAL_SEED or 0)."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 class SaveConfigToRun(SaveConfigCallback):
     """Writes the resolved config.yaml into the run directory and stores it with the logger's run (W&B)."""
 
@@ -57,7 +64,7 @@ class MetaRLCLI(LightningCLI):
         )
         for attr in ("obs_dim", "act_dim", "action_low", "action_high"):
             parser.link_arguments(f"data.{attr}", f"model.{attr}", apply_on="instantiate")
-        parser.link_arguments("seed_everything", "data.seed", apply_on="parse")
+        parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

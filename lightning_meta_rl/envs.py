@@ -71,6 +71,12 @@ def check_spaces(env_id: str, env: gym.Env) -> EnvSpec:
             f"Environment '{env_id}' has unbounded actions (low={low}, high={high}); a tanh policy needs finite bounds."
         )
     limit = env.spec.max_episode_steps if env.spec is not None else None
+    if limit is None:
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has no time limit; D1, R(pi) and evaluation run whole episodes and could "
+            f"run forever. Register it with max_episode_steps, or pass one, e.g. "
+            f"--data.env_kwargs='{{max_episode_steps: 1000}}'."
+        )
     return EnvSpec(env_id, int(obs_space.shape[0]), int(act_space.shape[0]), low.tolist(), high.tolist(), limit)
 
 

@@ -235,7 +235,7 @@ class MetaRLModule(L.LightningModule):
         self._steps_credited = data.env_steps
         n = int(self._update_credit)
         if self.trainer.world_size > 1:  # every rank must run the same number of gradient-averaging backwards
-            n = int(self.trainer.strategy.reduce(torch.tensor(float(n)), reduce_op="mean").round())
+            n = int(self.trainer.strategy.reduce(torch.tensor(float(n), device=self.device), reduce_op="mean").round())
         self._update_credit -= n
         actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
         metrics = self._updates(

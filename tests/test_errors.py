@@ -112,3 +112,31 @@ def test_broken_yaml_is_refused_without_traceback(tmp_path: Path, capsys) -> Non
     assert "Traceback" not in err
     assert "error" in err.lower() and "parsing" in err.lower()
     assert not (tmp_path / "run").exists()  # nothing written for a config that never parsed
+
+
+def test_environment_without_time_limit_is_refused_with_a_remedy(tmp_path: Path, capsys) -> None:
+    import gymnasium as gym
+    from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+    if "LmrlTestNoLimit-v0" not in gym.registry:
+        gym.register("LmrlTestNoLimit-v0", entry_point=PendulumEnv)  # no max_episode_steps
+    msg = run_main(tmp_path, capsys, "--data.env_id=LmrlTestNoLimit-v0")
+    assert "no time limit" in msg and "max_episode_steps" in msg
+
+
+def test_time_limit_given_through_env_kwargs_makes_it_usable() -> None:
+    import gymnasium as gym
+    from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+    from lightning_meta_rl.envs import probe
+
+    if "LmrlTestNoLimit-v0" not in gym.registry:
+        gym.register("LmrlTestNoLimit-v0", entry_point=PendulumEnv)
+    assert probe("LmrlTestNoLimit-v0", {"max_episode_steps": 50}).max_episode_steps == 50
+
+
+def test_seed_everything_true_still_runs(tmp_path: Path) -> None:
+    from lightning_meta_rl.cli import _int_seed
+
+    assert _int_seed(7) == 7
+    assert isinstance(_int_seed(True), int) and isinstance(_int_seed(None), int)
