@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
 from lightning_meta_rl.envs import ROLE_EVAL, ROLE_ROLLOUT, ROLE_TRAIN, EnvRunner, env_seed, probe
 from lightning_meta_rl.errors import ConfigError
+from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.rollout import Collector, Policy
 from lightning_meta_rl.types import Batch, Rollout
 
@@ -220,6 +221,9 @@ class RolloutDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if not self._ready:
             return {"env_steps": self.env_steps}
+        return gather_per_rank(self.trainer, self._own_state())
+
+    def _own_state(self) -> dict[str, Any]:
         state = {
             "env_steps": self.env_steps,
             "normalizer": self.normalizer.state_dict(),
@@ -233,6 +237,7 @@ class RolloutDataModule(L.LightningDataModule):
     _COLLECTORS = ("train_collector", "rollout_collector", "eval_collector")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = own_rank(self.trainer, state)
         self.env_steps = int(state["env_steps"])
         if "normalizer" in state:
             self._pending_state = state

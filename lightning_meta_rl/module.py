@@ -23,6 +23,7 @@ from lightning_meta_rl.exploration import (
 )
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.networks import ActionScale
+from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.results import EvalHistory
 from lightning_meta_rl.student import Optimizer, Student, ddpg_update, lookahead_copy, make_adam
 from lightning_meta_rl.types import IterationRecord, Rollout
@@ -356,7 +357,7 @@ class MetaRLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["meta_rl"] = {
+        state = {
             "r_pi": self.r_pi,
             "steps_credited": self._steps_credited,
             "update_credit": self._update_credit,
@@ -365,11 +366,13 @@ class MetaRLModule(L.LightningModule):
             "history": self.history.state_dict(),
             "exploration_state": getattr(self.exploration, "state", None),  # OU noise
         }
+        checkpoint["meta_rl"] = gather_per_rank(self._trainer, state)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("meta_rl")
         if state is None:
             return
+        state = own_rank(self._trainer, state)
         self.r_pi, self._steps_credited = state["r_pi"], state["steps_credited"]
         self._update_credit, self._next_eval = state["update_credit"], state["next_eval"]
         self._m_mean, self._m_var = state["m_stats"]

@@ -92,3 +92,12 @@ def test_ranks_agree_on_parameters_and_saw_different_episodes(ddp_run: Path) -> 
     assert d0 is not None and d1 is not None and d0.shape == d1.shape
     assert not torch.allclose(d0, d1)
     assert not torch.allclose(d0[0], d1[0])
+
+
+def test_ddp_checkpoint_keeps_every_rank_state(ddp_run: Path) -> None:
+    ckpt = torch.load(ddp_run / "checkpoints" / "last.ckpt", weights_only=True)
+    data, counters = ckpt["RolloutDataModule"]["per_rank"], ckpt["meta_rl"]["per_rank"]
+    assert len(data) == 2 and len(counters) == 2
+    rng = [d["collectors"]["train_collector"]["runners"][0]["np_random"] for d in data]
+    assert rng[0] != rng[1]  # each rank resumes its own environments, not rank 0's
+    assert not torch.equal(data[0]["rng"]["noise_rng"], data[1]["rng"]["noise_rng"])
