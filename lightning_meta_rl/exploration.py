@@ -19,7 +19,6 @@ from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.student import Student
 
 KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou")
-LEARNED = ("meta", "meta_state", "meta_variance")
 
 
 class Exploration(nn.Module):
