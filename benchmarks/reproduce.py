@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, read_metrics  # noqa: E402
+from compare_arms import final_score, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2, 3, 4)
@@ -197,6 +197,7 @@ def table(rows: list[dict[str, object]], command: str) -> str:
         "| env | budget | Meta (ours) | DDPG (ours) | Meta - DDPG [95% CI] | Meta (slides) | DDPG (slides) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+
     def budget_of(env: str) -> int:  # the budget the finished runs had (--max-steps may cap it)
         return max((int(r["budget"]) for r in rows if r["env"] == env), default=ENVS[env][0])  # type: ignore[call-overload]
 

@@ -135,7 +135,7 @@ def trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": -1,  # the environment-step budget ends the run (data.total_env_steps)
         "num_sanity_val_steps": 0,
-        "log_every_n_steps": 1,  # one training step is a whole iteration: log each
+        "log_every_n_steps": 5,  # one training step is a whole iteration (d0_steps env steps): log every 5th
         "logger": {
             "class_path": "lightning_meta_rl.logger.WandbLogger",
             "init_args": {"project": os.environ.get("WANDB_PROJECT", "lightning-meta-rl"), "save_dir": None},

@@ -79,7 +79,12 @@ class Collector:
 
     @torch.no_grad()
     def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
-        obs_l, raw_l, act_l, rew_l, next_l, term_l, trunc_l, ctx_l = [], [], [], [], [], [], [], []
+        # Per-step data is kept as numpy rows and turned into tensors once at the end: a tensor op per
+        # field per step costs more than the actor's forward pass on these small networks.
+        obs_l, raw_l, act_l, next_l, ctx_l = [], [], [], [], []
+        rew_l: list[float] = []
+        term_l: list[bool] = []
+        trunc_l: list[bool] = []
         returns: list[float] = []
         steps = 0
         while (max_steps is None or steps < max_steps) and (max_episodes is None or len(returns) < max_episodes):
@@ -89,25 +94,26 @@ class Collector:
                     seed = None
                     self._returns[i] = 0.0
                     policy.reset(i)
-            obs = torch.from_numpy(np.stack(self._obs))  # type: ignore[arg-type]
-            out = policy.act(self.normalize(obs))
-            executed = out.executed.cpu()
-            if not bool(torch.isfinite(executed).all()):
+            obs = np.stack(self._obs)  # type: ignore[arg-type]
+            out = policy.act(self.normalize(torch.from_numpy(obs)))
+            actions = out.executed.cpu().numpy()
+            if not np.isfinite(actions).all():
                 raise TrainingDiverged(
-                    f"The policy produced a non-finite action {executed.tolist()} on environment "
+                    f"The policy produced a non-finite action {actions.tolist()} on environment "
                     f"'{self.runners[0].env_id}': training diverged. Lower the learning rates; the last checkpoint "
                     f"written before this point is intact."
                 )
-            actions = executed.numpy()
+            raw = actions if out.raw is out.executed else out.raw.cpu().numpy()
+            context = None if out.context is None else out.context.cpu().numpy()
             for i, runner in enumerate(self.runners):
                 result = runner.step(actions[i])
                 obs_l.append(obs[i])
-                raw_l.append(out.raw[i])
-                act_l.append(executed[i])
-                if out.context is not None:
-                    ctx_l.append(out.context[i])
+                raw_l.append(raw[i])
+                act_l.append(actions[i])
+                if context is not None:
+                    ctx_l.append(context[i])
                 rew_l.append(result.reward)
-                next_l.append(torch.from_numpy(result.next_obs))
+                next_l.append(result.next_obs)
                 term_l.append(result.terminated)
                 trunc_l.append(result.truncated)
                 self._returns[i] += result.reward
@@ -118,13 +124,13 @@ class Collector:
                 else:
                     self._obs[i] = result.next_obs
         return Rollout(
-            obs=torch.stack(obs_l),
-            action=torch.stack(act_l),
-            raw_action=torch.stack(raw_l).cpu(),
+            obs=torch.from_numpy(np.stack(obs_l)),
+            action=torch.from_numpy(np.stack(act_l)),
+            raw_action=torch.from_numpy(np.stack(raw_l)),
             reward=torch.tensor(rew_l, dtype=torch.float32),
-            next_obs=torch.stack(next_l),
+            next_obs=torch.from_numpy(np.stack(next_l)),
             terminated=torch.tensor(term_l, dtype=torch.float32),
             truncated=torch.tensor(trunc_l, dtype=torch.float32),
-            context=torch.stack(ctx_l).cpu() if ctx_l else None,
+            context=torch.from_numpy(np.stack(ctx_l)) if ctx_l else None,
             episode_returns=returns,
         )

@@ -1,0 +1,114 @@
+"""The shortcuts taken for speed (benchmarks/throughput.py) must not change what users see.
+
+- Student updates skip ``manual_backward`` only when nothing would happen on the way: a callback or a
+  module that listens to the backward hooks still gets called for every student update.
+- Training metrics are logged only on the iterations Lightning writes (``log_every_n_steps``), but every
+  evaluation reaches the loggers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from conftest import SMOKE, TINY, clear_run_dir_env, fit, read_metrics
+from lightning.pytorch.callbacks import Callback
+
+from lightning_meta_rl.cli import cli
+from lightning_meta_rl.module import MetaRLModule
+
+QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+
+
+class CountBackward(Callback):
+    def __init__(self) -> None:
+        self.before = 0
+        self.after = 0
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        self.before += 1
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.after += 1
+
+
+def build(run_dir: Path, *overrides: str):
+    """The CLI's model, data and trainer, not yet fitted."""
+    try:
+        return cli(["--config", SMOKE, "--run_dir", str(run_dir), *TINY, *overrides], run=False)
+    finally:
+        clear_run_dir_env()
+
+
+def test_plain_backward_only_when_nobody_listens(tmp_path: Path) -> None:
+    c = fit(tmp_path / "a", "--model.teacher.kind=gaussian", *QUIET)
+    assert c.model.plain_backward_is_equivalent()
+    assert c.model._backward is torch.Tensor.backward
+
+    counter = CountBackward()
+    c.trainer.callbacks.append(counter)
+    assert not c.model.plain_backward_is_equivalent()
+
+
+def test_backward_hooks_fire_for_every_student_update(tmp_path: Path) -> None:
+    """DDPG arm (no teacher step): every backward is a student update, two per DDPG update."""
+    counter = CountBackward()
+    c = build(tmp_path / "run", "--model.teacher.kind=gaussian", *QUIET, "--trainer.logger=false")
+    c.trainer.callbacks.append(counter)
+    c.trainer.fit(c.model, datamodule=c.datamodule)
+    assert c.model._backward == c.model.manual_backward
+    steps_after_warmup = c.datamodule.env_steps - c.datamodule.warmup_steps
+    updates = int(c.model.utd_ratio * steps_after_warmup)
+    assert updates > 0
+    assert counter.before == counter.after == 2 * updates
+
+
+def test_module_override_of_a_backward_hook_is_honoured(tmp_path: Path) -> None:
+    class Listening(MetaRLModule):
+        def on_after_backward(self) -> None:
+            pass
+
+    c = build(tmp_path / "run", "--model.teacher.kind=gaussian", *QUIET, "--trainer.logger=false")
+    m = c.model
+    listening = Listening(
+        m.hparams.obs_dim,
+        m.hparams.act_dim,
+        m.hparams.action_low,
+        m.hparams.action_high,
+        student=m.cfg,
+        teacher=m.teacher_cfg,
+        meta=m.meta_cfg,
+        utd_ratio=m.utd_ratio,
+    )
+    c.trainer.fit(listening, datamodule=c.datamodule)
+    assert not listening.plain_backward_is_equivalent()
+    assert listening._backward == listening.manual_backward
+
+
+def test_every_evaluation_reaches_the_logger_when_logging_is_sparse(tmp_path: Path) -> None:
+    save = tmp_path / "csv"
+    run_dir = tmp_path / "run"
+    c = fit(
+        run_dir,
+        "--model.teacher.kind=gaussian",  # 100 env steps per iteration: many iterations, many evaluations
+        *QUIET,
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={save}",
+        "--trainer.log_every_n_steps=3",
+        "--data.total_env_steps=1600",
+        "--data.eval_every=200",
+    )
+    _, evals = read_metrics(run_dir)
+    (logged,) = save.rglob("metrics.csv")
+    with open(logged, newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged_evals = [(r["env_steps"], r["eval/return"]) for r in rows if r.get("eval/return")]
+    assert len(evals) >= 5
+    assert [float(s) for s, _ in logged_evals] == [float(r["env_steps"]) for r in evals]
+    assert [float(v) for _, v in logged_evals] == [float(r["eval/return"]) for r in evals]
+    # training metrics: only every third iteration and the last are written
+    train_rows = [r for r in rows if r.get("student/updates")]
+    n = c.model.global_step_iterations
+    assert n >= 9
+    assert len(train_rows) == n // 3 + (1 if n % 3 else 0)
