@@ -17,8 +17,8 @@ The trainer runs in-process through ``lightning_meta_rl.cli.cli(..., run=False)`
 logger, no config callbacks, no progress bar; the default ``EnvStepCheckpoint`` stays, as in every run,
 and saves only after the window). A callback times the steady state: from the start of the first
 training iteration (after warm-up) to the end of the last; reporting evaluation (one episode at the end,
-not counted in env steps) is subtracted. The reference times the same window. Updates are summed from
-the logged ``student/updates`` plus ``lookahead_updates`` per Meta iteration.
+not counted in env steps) is subtracted. The reference times the same window. Updates are ``utd_ratio``
+times the window's env steps plus ``lookahead_updates`` per Meta iteration.
 
 Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and ``modern``
 (conf/profiles/modern.yaml: 256-256, batch 256, lr 3e-4, tau 0.005, utd 1). All arms run with
@@ -99,6 +99,7 @@ class Window(Callback):
     def __init__(self) -> None:
         self.t0: float | None = None
         self.t1, self.excluded, self.steps0, self.steps1, self.updates = 0.0, 0.0, 0, 0, 0
+        self.lookahead_updates = 0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         data = trainer.datamodule
@@ -117,8 +118,9 @@ class Window(Callback):
             self.steps0, self.t0 = trainer.datamodule.env_steps, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.updates += int(trainer.callback_metrics["student/updates"])
-        self.updates += pl_module.meta_cfg.lookahead_updates if pl_module.is_meta else 0
+        # student updates: utd_ratio per env step (exact up to the carried fraction); plus the look-ahead's
+        self.updates = int(pl_module.utd_ratio * (trainer.datamodule.env_steps - self.steps0))
+        self.lookahead_updates += pl_module.meta_cfg.lookahead_updates if pl_module.is_meta else 0
         self.steps1, self.t1 = trainer.datamodule.env_steps, time.perf_counter()
 
 
@@ -130,7 +132,8 @@ def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
         c.trainer.fit(c.model, datamodule=c.datamodule)
     assert window.t0 is not None, "training ran no iteration"
     seconds = window.t1 - window.t0 - window.excluded
-    return Run(setting, arm, repeat, window.steps1 - window.steps0, seconds, window.updates)
+    updates = window.updates + window.lookahead_updates
+    return Run(setting, arm, repeat, window.steps1 - window.steps0, seconds, updates)
 
 
 def ddpg_recipe(setting: str, steps: int) -> tuple[MetaRLModule, RolloutDataModule]:
@@ -279,13 +282,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3000 steps, 1 repeat, default setting only")
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default 20000; quick 3000)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3; quick 1)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: both")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     steps = args.steps or (3000 if args.quick else 20000)
     repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")
     quiet()
-    runs = run_all(["default"] if args.quick else list(SETTINGS), repeats, steps)
+    runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "throughput.csv")
     text = report(runs, "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), steps)

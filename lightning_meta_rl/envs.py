@@ -129,17 +129,15 @@ class EnvRunner:
     def step(self, action: np.ndarray) -> StepResult:
         obs, reward, terminated, truncated, _ = self.env.step(action)
         self.steps_taken += 1
-        if not math.isfinite(float(reward)):
+        reward = float(reward)
+        if not math.isfinite(reward):
             self._fail(f"reward {reward}", "step")
         return StepResult(
-            self._checked(np.asarray(obs, dtype=np.float32), "step"),
-            float(reward),
-            bool(terminated),
-            bool(truncated),
+            self._checked(np.asarray(obs, dtype=np.float32), "step"), reward, bool(terminated), bool(truncated)
         )
 
     def _checked(self, obs: np.ndarray, where: str) -> np.ndarray:
-        if not np.all(np.isfinite(obs)):
+        if not np.isfinite(obs).all():
             self._fail(f"observation {obs}", where)
         return obs
 

@@ -94,7 +94,7 @@ class Collector:
                     seed = None
                     self._returns[i] = 0.0
                     policy.reset(i)
-            obs = np.stack(self._obs)  # type: ignore[arg-type]
+            obs = np.stack(self._obs) if len(self._obs) > 1 else self._obs[0][None]  # type: ignore[arg-type,index]
             out = policy.act(self.normalize(torch.from_numpy(obs)))
             actions = out.executed.cpu().numpy()
             if not np.isfinite(actions).all():
