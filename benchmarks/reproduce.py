@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +70,29 @@ ARMS = ("meta", "ddpg", "meta_state", "meta_variance")
 ARM_LABEL = {"meta": "Meta", "ddpg": "DDPG", "meta_state": "Meta (State)", "meta_variance": "Meta (Variance)"}
 
 
+ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "meta": (),
+    "ddpg": (),  # conf/<env>_ddpg.yaml
+    "meta_state": ("--model.teacher.kind=meta_state",),
+    "meta_variance": ("--model.teacher.kind=meta_variance",),
+}
+
+
 @dataclass(frozen=True)
 class Job:
+    """One run: a shipped config (DDPG arm: ``<env>_ddpg.yaml``, every other arm: ``<env>.yaml``) plus overrides."""
+
     env: str
     arm: str
     seed: int
-
     budget: int
+    overrides: tuple[str, ...] = ()
+    log_csv: bool = False  # also write every iteration's metrics (meta/reward, ...) with a CSVLogger
 
     @classmethod
     def make(cls, env: str, arm: str, seed: int, cap: int | None) -> Job:
         budget = ENVS[env][0]
-        return cls(env, arm, seed, budget if cap is None else min(cap, budget))
+        return cls(env, arm, seed, budget if cap is None else min(cap, budget), ARM_OVERRIDES[arm])
 
     @property
     def name(self) -> str:
@@ -99,10 +111,17 @@ class Job:
             f"--data.total_env_steps={self.budget}",
             f"--run_dir={run_dir}",
             "--trainer.enable_progress_bar=false",
-            "--trainer.logger=false",
         ]
-        if self.arm in ("meta_state", "meta_variance"):
-            cmd.append(f"--model.teacher.kind={self.arm}")
+        if self.log_csv:
+            cmd += [
+                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                f"--trainer.logger.save_dir={run_dir}",
+                "--trainer.logger.name=iterations",
+                "--trainer.log_every_n_steps=1",
+            ]
+        else:
+            cmd.append("--trainer.logger=false")
+        cmd += self.overrides
         if ckpt is not None:
             cmd.append(f"--ckpt_path={ckpt}")
         return cmd
@@ -135,6 +154,29 @@ def run(job: Job, runs: Path) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"run failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     print(f"{job.name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def run_all(todo: list[Job], runs: Path, jobs: int, after_each: Callable[[], None]) -> None:
+    """Run ``todo`` with ``jobs`` processes at once; ``after_each`` (under a lock) after every finished run.
+    A failed run is reported and the others go on; the script exits non-zero at the end if any failed."""
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def work(job: Job) -> None:
+        try:
+            run(job, runs)
+        except RuntimeError as err:
+            print(err, file=sys.stderr, flush=True)
+            failures.append(job.name)
+        with lock:
+            after_each()
+
+    print(f"{len(todo)} runs to do", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(work, todo))
+    if failures:
+        after_each()
+        sys.exit(f"{len(failures)} runs failed: {', '.join(failures)}")
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -297,30 +339,14 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap every budget (smoke tests only)")
     args = parser.parse_args()
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python benchmarks/reproduce.py", *sys.argv[1:]])
+    command = "python benchmarks/reproduce.py" + ("" if args.envs == list(ENVS) else " --envs " + " ".join(args.envs))
     seeds = tuple(args.seeds)
     all_jobs = jobs_for(list(ENVS), seeds, args.max_steps)
     todo = [j for j in jobs_for(args.envs, seeds, args.max_steps) if not finished(j, args.out / "runs")]
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def work(job: Job) -> None:
-        try:
-            run(job, args.out / "runs")
-        except RuntimeError as err:  # one broken run must not stop the others
-            print(err, file=sys.stderr, flush=True)
-            failures.append(job.name)
-        with lock:
-            report(all_jobs, args.out, command)
-
     if not args.report:
-        print(f"{len(todo)} runs to do", flush=True)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(work, todo))
+        run_all(todo, args.out / "runs", args.jobs, lambda: report(all_jobs, args.out, command))
     report(all_jobs, args.out, command)
     print((args.out / "table.md").read_text())
-    if failures:
-        sys.exit(f"{len(failures)} runs failed: {', '.join(failures)}")
 
 
 if __name__ == "__main__":
