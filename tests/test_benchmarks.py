@@ -1,0 +1,77 @@
+"""The pure parts of the benchmark scripts: the statistics and the run commands behind the published tables."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from compare_arms import final_score
+from reproduce import ENVS, Job, bootstrap_ci, finished, jobs_for, table
+
+
+def test_bootstrap_interval_of_constant_arms_is_the_exact_difference() -> None:
+    lo, hi = bootstrap_ci([5.0, 5.0, 5.0], [2.0, 2.0, 2.0])
+    assert lo == pytest.approx(3.0) and hi == pytest.approx(3.0)
+
+
+def test_bootstrap_interval_brackets_the_difference_and_separates_distinct_arms() -> None:
+    rng = np.random.default_rng(1)
+    a, b = list(rng.normal(10, 1, 5)), list(rng.normal(0, 1, 5))
+    lo, hi = bootstrap_ci(a, b)
+    diff = np.mean(a) - np.mean(b)
+    assert lo < diff < hi
+    assert lo > 0  # ten standard deviations apart: the interval excludes zero
+    lo2, hi2 = bootstrap_ci(b, a)
+    assert lo2 == pytest.approx(-hi, abs=0.5) and hi2 == pytest.approx(-lo, abs=0.5)
+
+
+def test_final_score_is_the_mean_of_the_last_tenth_of_evaluations() -> None:
+    rows = [{"eval/return": str(float(i))} for i in range(20)]  # last 10% = the last 2 points
+    assert final_score(rows) == pytest.approx(18.5)
+    assert final_score(rows[:3]) == pytest.approx(2.0)  # at least one point
+
+
+def test_jobs_cover_both_arms_everywhere_and_variants_on_two_envs() -> None:
+    jobs = jobs_for(list(ENVS), (0, 1, 2, 3, 4), None)
+    for env in ENVS:
+        arms = {j.arm for j in jobs if j.env == env}
+        assert {"meta", "ddpg"} <= arms
+    assert {j.env for j in jobs if j.arm in ("meta_state", "meta_variance")} == {"pendulum", "inverted_pendulum"}
+    assert len(jobs) == len(set(jobs)) == 6 * 2 * 5 + 2 * 2 * 5
+    assert all(j.budget >= 50_000 for j in jobs)
+
+
+def test_job_command_picks_the_config_and_resumes_from_a_checkpoint(tmp_path) -> None:
+    ddpg = Job.make("hopper", "ddpg", 3, None).command(tmp_path / "r", None)
+    assert ddpg[ddpg.index("--config") + 1].endswith("conf/hopper_ddpg.yaml")
+    assert "--seed_everything=3" in ddpg and "--data.total_env_steps=300000" in ddpg
+    variant = Job.make("pendulum", "meta_state", 0, 1000).command(tmp_path / "r", tmp_path / "last.ckpt")
+    assert variant[variant.index("--config") + 1].endswith("conf/pendulum.yaml")
+    assert "--model.teacher.kind=meta_state" in variant and "--data.total_env_steps=1000" in variant
+    assert variant[-1] == f"--ckpt_path={tmp_path / 'last.ckpt'}"
+
+
+def test_a_run_is_finished_only_once_its_metrics_reach_the_budget(tmp_path) -> None:
+    job = Job.make("pendulum", "meta", 0, 1000)
+    run_dir = tmp_path / job.name
+    assert not finished(job, tmp_path)
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("env_steps,eval/return\n500.0,-1\n")
+    assert not finished(job, tmp_path)
+    (run_dir / "metrics.csv").write_text("env_steps,eval/return\n500.0,-1\n1100.0,-2\n")
+    assert finished(job, tmp_path)
+
+
+def test_table_reports_a_difference_only_with_two_seeds_per_arm() -> None:
+    rows = [
+        {"env": "pendulum", "arm": arm, "seed": s, "budget": 50_000, "final_score": v}
+        for arm, values in (("meta", [-150.0, -160.0]), ("ddpg", [-200.0]))
+        for s, v in enumerate(values)
+    ]
+    line = next(x for x in table(rows, "cmd").splitlines() if x.startswith("| Pendulum | 50k"))
+    assert "| -155 +- 7 (n=2) | -200 +- 0 (n=1) |" in line
+    assert "| - |" in line  # one DDPG seed: no interval
