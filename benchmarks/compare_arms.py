@@ -35,8 +35,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     path = run_dir / "metrics.csv"
     if not path.exists():
         return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    with open(path) as f:  # a row still being written by a running job is skipped
+        return [r for r in csv.DictReader(f) if None not in r.values() and r.get("eval/return") != ""]
 
 
 def run_one(config: str, arm: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict[str, object]:

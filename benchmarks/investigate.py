@@ -53,12 +53,14 @@ def jobs(cap: int | None = None, seeds: tuple[int, ...] = SEEDS) -> list[Job]:
 
 
 def iteration_log(run_dir: Path) -> list[dict[str, str]]:
-    """Every iteration's logged metrics (all CSVLogger versions: a resumed run starts a new one)."""
-    rows: list[dict[str, str]] = []
-    for path in sorted((run_dir / "iterations").glob("version_*/metrics.csv")):
-        with open(path, newline="") as f:
-            rows += [r for r in csv.DictReader(f) if r.get("meta/reward")]
-    return rows
+    """Every iteration's logged metrics, once each. A resumed run logs into a new CSVLogger version and
+    repeats the iterations after its last checkpoint: the latest version's row of a step wins."""
+    by_step: dict[int, dict[str, str]] = {}
+    versions = sorted((run_dir / "iterations").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    for version in versions:
+        with open(version / "metrics.csv", newline="") as f:
+            by_step.update({int(r["step"]): r for r in csv.DictReader(f) if r.get("meta/reward")})
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def column(rows: list[dict[str, str]], key: str) -> np.ndarray:

@@ -86,6 +86,7 @@ class MetaRLModule(L.LightningModule):
         self._t0 = time.perf_counter()
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
         self._backward: Callable[[torch.Tensor], None] = self.manual_backward  # chosen in on_train_start
+        self._iteration_metrics: dict[str, float] = {}  # the last iteration's, logged in on_train_batch_end
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -128,7 +129,7 @@ class MetaRLModule(L.LightningModule):
         hook dispatch, which costs about 0.1 ms per call against a 1-2 ms update (benchmarks/throughput.py).
         """
         trainer = self.trainer
-        if not isinstance(trainer.strategy, SingleDeviceStrategy) or type(trainer.precision_plugin) is not Precision:
+        if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
             return False
         hooks = ("on_before_backward", "on_after_backward")
         if any(is_overridden(h, cb, Callback) for cb in trainer.callbacks for h in hooks):  # type: ignore[attr-defined]
@@ -158,14 +159,21 @@ class MetaRLModule(L.LightningModule):
         data = self.data
         metrics = self.meta_iteration(data) if self.is_meta else self.ddpg_iteration(data)
         self._check_finite(metrics, data)
-        # Lightning writes step metrics only every log_every_n_steps iterations; a log_dict call costs ~5 ms,
-        # so it is made only on the iterations that are written (and on the last).
-        if (self.global_step_iterations + 1) % self.trainer.log_every_n_steps == 0 or data.budget_spent:  # type: ignore[attr-defined]
-            self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
-        self._maybe_evaluate(data)
+        self._iteration_metrics = metrics
         # every rank stops together, as soon as one has spent its budget (DDP needs the same step count)
-        if self.trainer.strategy.reduce_boolean_decision(data.budget_spent, all=False):
+        stop = self.trainer.strategy.reduce_boolean_decision(data.budget_spent, all=False)
+        if stop:
             self.trainer.should_stop = True
+        self._maybe_evaluate(data, last=stop)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning writes step metrics only every log_every_n_steps iterations and on the last one; a
+        # log_dict call costs ~5 ms, so it is made only then. This hook runs after every callback's (a Timer
+        # may have set should_stop there) and before Lightning decides what to write.
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]
+        written = every > 0 and ((self.global_step_iterations + 1) % every == 0 or self.trainer.should_stop)
+        if written and self._iteration_metrics:
+            self.log_dict(self._iteration_metrics, on_step=True, prog_bar=False, batch_size=1)
 
     def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
         """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
@@ -353,8 +361,8 @@ class MetaRLModule(L.LightningModule):
         return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.completed) if self._trainer else 0
 
     # ------------------------------------------------------------------ evaluation
-    def _maybe_evaluate(self, data: RolloutDataModule) -> None:
-        if data.env_steps >= self._next_eval or data.budget_spent:
+    def _maybe_evaluate(self, data: RolloutDataModule, last: bool) -> None:
+        if data.env_steps >= self._next_eval or last:
             self.evaluate_and_record(data)
             self._next_eval = (data.env_steps // data.eval_every + 1) * data.eval_every
 
@@ -377,6 +385,7 @@ class MetaRLModule(L.LightningModule):
         self.log_dict(metrics, batch_size=1, prog_bar=True, logger=False)
         for logger in self.loggers:
             logger.log_metrics({**metrics, "env_steps": float(data.env_steps)}, step=self.global_step_iterations)
+            logger.save()
         return ret
 
     def validation_step(self, batch: int, batch_idx: int) -> None:

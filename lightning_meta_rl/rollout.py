@@ -96,15 +96,13 @@ class Collector:
                     policy.reset(i)
             obs = np.stack(self._obs) if len(self._obs) > 1 else self._obs[0][None]  # type: ignore[arg-type,index]
             out = policy.act(self.normalize(torch.from_numpy(obs)))
-            actions = out.executed.cpu().numpy()
+            actions, raw, context = _to_host(out)
             if not np.isfinite(actions).all():
                 raise TrainingDiverged(
                     f"The policy produced a non-finite action {actions.tolist()} on environment "
                     f"'{self.runners[0].env_id}': training diverged. Lower the learning rates; the last checkpoint "
                     f"written before this point is intact."
                 )
-            raw = actions if out.raw is out.executed else out.raw.cpu().numpy()
-            context = None if out.context is None else out.context.cpu().numpy()
             for i, runner in enumerate(self.runners):
                 result = runner.step(actions[i])
                 obs_l.append(obs[i])
@@ -134,3 +132,19 @@ class Collector:
             context=torch.from_numpy(np.stack(ctx_l)) if ctx_l else None,
             episode_returns=returns,
         )
+
+
+def _to_host(out: Action) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Executed action, raw action and context as numpy arrays, with one device-to-host copy per step."""
+    parts = (
+        [out.executed] + ([] if out.raw is out.executed else [out.raw]) + ([] if out.context is None else [out.context])
+    )
+    if out.executed.device.type == "cpu":
+        host = [p.numpy() for p in parts]
+    else:
+        widths = [p.shape[-1] for p in parts]
+        host = list(np.split(torch.cat(parts, dim=-1).cpu().numpy(), np.cumsum(widths)[:-1], axis=-1))
+    actions = host[0]
+    raw = actions if out.raw is out.executed else host[1]
+    context = host[-1] if out.context is not None else None
+    return actions, raw, context

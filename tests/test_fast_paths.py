@@ -107,8 +107,27 @@ def test_every_evaluation_reaches_the_logger_when_logging_is_sparse(tmp_path: Pa
     assert len(evals) >= 5
     assert [float(s) for s, _ in logged_evals] == [float(r["env_steps"]) for r in evals]
     assert [float(v) for _, v in logged_evals] == [float(r["eval/return"]) for r in evals]
-    # training metrics: only every third iteration and the last are written
+    # training metrics: only every third iteration and the last are written, each with its own values
+    # (DDPG arm: iteration k, 0-based, ends at warm-up 200 + 100 * (k + 1) env steps)
     train_rows = [r for r in rows if r.get("student/updates")]
     n = c.model.global_step_iterations
     assert n >= 9
-    assert len(train_rows) == n // 3 + (1 if n % 3 else 0)
+    assert [int(r["step"]) for r in train_rows] == [k for k in range(n) if (k + 1) % 3 == 0 or k == n - 1]
+    assert all(float(r["env_steps"]) == 200 + 100 * (int(r["step"]) + 1) for r in train_rows)
+
+
+def test_logging_can_be_switched_off(tmp_path: Path) -> None:
+    save = tmp_path / "csv"
+    fit(
+        tmp_path / "run",
+        *QUIET,
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={save}",
+        "--trainer.log_every_n_steps=0",
+    )
+    _, evals = read_metrics(tmp_path / "run")
+    (logged,) = save.rglob("metrics.csv")
+    with open(logged, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert not [r for r in rows if r.get("student/updates")]
+    assert len([r for r in rows if r.get("eval/return")]) == len(evals) >= 1
