@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_arms import final_score, read_metrics
@@ -209,9 +210,19 @@ def collect(jobs: list[Job], runs: Path) -> list[dict[str, object]]:
                 "final_score": round(final_score(metrics), 3),
                 "last_eval": float(last["eval/return"]),
                 "wall_time_s": round(float(last["wall_time_s"]), 1),
+                "d0_share": round(d0_share(runs / job.name, metrics), 3) if job.arm != "ddpg" else 1.0,
             }
         )
     return rows
+
+
+def d0_share(run_dir: Path, metrics: list[dict[str, str]]) -> float:
+    """Fraction of a Meta run's post-warm-up environment steps that were teacher data D0; the rest went to
+    the deterministic D1 and R(pi) episodes (whole episodes, so their share grows with episode length)."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    d0_steps, warmup = config["model"]["meta"]["d0_steps"], config["data"]["warmup_steps"]
+    last = metrics[-1]
+    return d0_steps * float(last["iteration"]) / (float(last["env_steps"]) - warmup)
 
 
 def fmt(xs: list[float]) -> str:
@@ -257,6 +268,19 @@ def table(rows: list[dict[str, object]], command: str) -> str:
         lines.append(
             f"| {slides_name} | {budget // 1000}k | {fmt(meta)} | {fmt(ddpg)} | {diff} | {s_meta} | {s_ddpg} |"
         )
+    lines += [
+        "",
+        "Share of the Meta arm's environment steps (after warm-up) that were teacher data D0; the rest are the",
+        "deterministic D1 and R(pi) episodes, which also go into the replay buffer. The DDPG arm's share of",
+        "exploratory data is 1.",
+        "",
+        "| env | D0 share (mean over Meta seeds) |",
+        "| --- | --- |",
+    ]
+    for env, (_, slides_name) in ENVS.items():
+        shares = [float(r["d0_share"]) for r in rows if r["env"] == env and r["arm"] == "meta"]  # type: ignore[arg-type]
+        if shares:
+            lines.append(f"| {slides_name} | {statistics.fmean(shares):.2f} |")
     lines += [
         "",
         "## Teacher variants",

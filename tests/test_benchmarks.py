@@ -68,7 +68,7 @@ def test_a_run_is_finished_only_once_its_metrics_reach_the_budget(tmp_path) -> N
 
 def test_table_reports_a_difference_only_with_two_seeds_per_arm() -> None:
     rows = [
-        {"env": "pendulum", "arm": arm, "seed": s, "budget": 50_000, "final_score": v}
+        {"env": "pendulum", "arm": arm, "seed": s, "budget": 50_000, "final_score": v, "d0_share": 0.5}
         for arm, values in (("meta", [-150.0, -160.0]), ("ddpg", [-200.0]))
         for s, v in enumerate(values)
     ]
