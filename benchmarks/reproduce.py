@@ -11,8 +11,8 @@ After each finished run it rewrites, from whatever has finished so far:
 * ``table.md``: final scores (mean +- std over seeds), the Meta - DDPG difference of means with a 95%
   bootstrap confidence interval (seeds resampled with replacement within each arm, 10000 draws, fixed
   bootstrap seed), beside the slides' numbers;
-* ``curves_<env>.png``: eval/return against environment steps, mean over seeds with a band from the
-  lowest to the highest seed, one line per arm.
+* ``curves_<env>.png``: eval/return against environment steps, Meta and DDPG, mean over seeds with a band
+  from the lowest to the highest seed; ``curves_<env>_variants.png``: the three teacher variants.
 
 Final score = mean eval/return over the last 10% of a run's evaluation points (SPEC.md section 3).
 Seeds 0-4 are fixed here, before any run; the arms are the shipped configs ``conf/<env>.yaml`` (Meta) and
@@ -308,7 +308,8 @@ def table(rows: list[dict[str, object]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(env: str, jobs: list[Job], runs: Path, out: Path) -> None:
+def plot(env: str, jobs: list[Job], runs: Path, out: Path, arms: tuple[str, ...], suffix: str = "") -> None:
+    """Mean eval/return over seeds against env steps, one line per arm; band = lowest..highest seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +319,7 @@ def plot(env: str, jobs: list[Job], runs: Path, out: Path) -> None:
     budget = max((j.budget for j in jobs if j.env == env), default=ENVS[env][0])
     fig, ax = plt.subplots(figsize=(6, 4))
     drew = False
-    for arm in ARMS:
+    for arm in arms:
         curves = []
         for job in jobs:
             if job.env == env and job.arm == arm and finished(job, runs):
@@ -333,12 +334,12 @@ def plot(env: str, jobs: list[Job], runs: Path, out: Path) -> None:
         ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)
         drew = True
     if drew:
-        ax.set_title(f"{slides_name}: mean over seeds, band = min..max")
+        ax.set_title(f"{slides_name}: mean over seeds, band = lowest..highest seed", fontsize=10)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("eval/return")
-        ax.legend()
+        ax.legend(loc="best")
         fig.tight_layout()
-        fig.savefig(out / f"curves_{env}.png", dpi=100)
+        fig.savefig(out / f"curves_{env}{suffix}.png", dpi=100)
     plt.close(fig)
 
 
@@ -352,7 +353,9 @@ def report(jobs: list[Job], out: Path, command: str) -> None:
             writer.writerows(rows)
     (out / "table.md").write_text(table(rows, command))
     for env in ENVS:
-        plot(env, jobs, runs, out)
+        plot(env, jobs, runs, out, ("meta", "ddpg"))
+        if env in VARIANT_ENVS:
+            plot(env, jobs, runs, out, ("meta", "meta_state", "meta_variance"), suffix="_variants")
 
 
 def main() -> None:
