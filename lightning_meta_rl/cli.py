@@ -47,7 +47,12 @@ def _int_seed(seed: int | bool | None) -> int:
 class SaveConfigToRun(SaveConfigCallback):
     """Writes the resolved config.yaml into the run directory and stores it with the logger's run (W&B)."""
 
-    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:  # called on rank 0 only
+        # the run directory, whatever logger is used (Lightning's default is the logger's own directory,
+        # which for a CSV or TensorBoard logger is a version folder inside it)
+        os.makedirs(trainer.default_root_dir, exist_ok=True)
+        path = os.path.join(trainer.default_root_dir, self.config_filename)
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
         if trainer.logger is not None:
             config = self.parser.dump(self.config, skip_none=False, format="yaml")
             trainer.logger.log_hyperparams(yaml.safe_load(config))
@@ -156,7 +161,7 @@ def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
         run=run,
         trainer_defaults=trainer_defaults(),
         save_config_callback=SaveConfigToRun,
-        save_config_kwargs={"overwrite": True},
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},  # SaveConfigToRun writes it
         parser_kwargs={"parser_mode": "omegaconf"},
         auto_configure_optimizers=False,
     )

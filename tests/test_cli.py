@@ -118,3 +118,18 @@ def test_fit_with_several_training_environments(tmp_path: Path, kind: str) -> No
     seeds = {int(r.env.unwrapped.np_random.bit_generator.state["state"]["state"]) for r in dm.train_collector.runners}
     assert len(seeds) == 3  # differently seeded environments
     assert dm.env_steps >= dm.total_env_steps
+
+
+def test_config_lands_in_the_run_directory_whatever_the_logger(tmp_path: Path) -> None:
+    import yaml
+
+    run_dir = tmp_path / "run"
+    fit(
+        run_dir,
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path / 'csv'}",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_progress_bar=false",
+    )
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["env_id"] == "Pendulum-v1" and saved["run_dir"] == str(run_dir)
