@@ -126,7 +126,7 @@ class MetaRLModule(L.LightningModule):
         True with one process (no gradient averaging), 32-bit precision (no loss scaling) and nobody
         listening to the backward hooks (no callback or module override of ``on_before_backward``,
         ``on_after_backward`` or ``backward``). Then the student's updates skip Lightning's per-backward
-        hook dispatch, which costs about 0.1 ms per call against a 1-2 ms update (benchmarks/throughput.py).
+        hook dispatch on every call (measured by benchmarks/throughput.py).
         """
         trainer = self.trainer
         if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
