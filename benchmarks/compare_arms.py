@@ -39,6 +39,21 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(f) if None not in r.values() and r.get("eval/return") != ""]
 
 
+def fit_command(config: str | Path, *args: str) -> list[str]:
+    """``python -m lightning_meta_rl fit --config <config> <args>`` with this interpreter."""
+    return [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", str(config), *args]
+
+
+def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
+    """One CSV row per dict (nothing is written for no rows)."""
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def run_one(config: str, arm: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict[str, object]:
     name = f"{config}{'' if arm == 'meta' else '_ddpg'}"
     run_dir = out / f"{name}_seed{seed}"
@@ -48,20 +63,15 @@ def run_one(config: str, arm: str, seed: int, steps: int, out: Path, extra: list
             for p in sorted(run_dir.rglob("*"), reverse=True):
                 p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
             run_dir.rmdir()
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightning_meta_rl",
-            "fit",
-            "--config",
-            str(ROOT / "conf" / f"{name}.yaml"),
+        cmd = fit_command(
+            ROOT / "conf" / f"{name}.yaml",
             f"--seed_everything={seed}",
             f"--data.total_env_steps={steps}",
             f"--run_dir={run_dir}",
             "--trainer.enable_progress_bar=false",
             "--trainer.logger=false",
             *extra,
-        ]
+        )
         env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -116,10 +126,7 @@ def main() -> None:
     jobs = [(arm, seed) for seed in args.seeds for arm in ("meta", "ddpg")]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda j: run_one(args.config, j[0], j[1], args.steps, args.out, args.extra), jobs))
-    with open(args.out / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
+    write_rows(args.out / "runs.csv", results)
     command = "python benchmarks/compare_arms.py " + " ".join(sys.argv[1:])
     summary = summarize(results, args.config, args.steps, command)
     (args.out / "summary.md").write_text(summary)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, read_metrics
+from compare_arms import final_score, read_metrics, write_rows
 from reproduce import ENVS, ROOT, SEEDS, Job, bootstrap_ci, d0_share, finished, fmt, run_all
 
 INVESTIGATED = ("pendulum", "inverted_pendulum")
@@ -192,11 +192,7 @@ def reproduction_scores(env: str, arm: str) -> list[float]:
 def report(all_jobs: list[Job], out: Path) -> None:
     runs = out / "runs"
     rows = [run_stats(j, runs) for j in all_jobs if finished(j, runs)]
-    if rows:
-        with open(out / "runs.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_rows(out / "runs.csv", rows)
     (out / "table.md").write_text(table(rows))
 
 

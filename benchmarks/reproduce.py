@@ -27,7 +27,6 @@ Meta (State) and Meta (Variance) are the Meta config with ``--model.teacher.kind
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, read_metrics
+from compare_arms import final_score, fit_command, read_metrics, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2, 3, 4)
@@ -101,18 +100,13 @@ class Job:
 
     def command(self, run_dir: Path, ckpt: Path | None) -> list[str]:
         config = f"{self.env}_ddpg.yaml" if self.arm == "ddpg" else f"{self.env}.yaml"
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightning_meta_rl",
-            "fit",
-            "--config",
-            str(ROOT / "conf" / config),
+        cmd = fit_command(
+            ROOT / "conf" / config,
             f"--seed_everything={self.seed}",
             f"--data.total_env_steps={self.budget}",
             f"--run_dir={run_dir}",
             "--trainer.enable_progress_bar=false",
-        ]
+        )
         if self.log_csv:
             cmd += [
                 "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
@@ -346,11 +340,7 @@ def plot(env: str, jobs: list[Job], runs: Path, out: Path, arms: tuple[str, ...]
 def report(jobs: list[Job], out: Path, command: str) -> None:
     runs = out / "runs"
     rows = collect(jobs, runs)
-    if rows:
-        with open(out / "runs.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_rows(out / "runs.csv", rows)
     (out / "table.md").write_text(table(rows, command))
     for env in ENVS:
         plot(env, jobs, runs, out, ("meta", "ddpg"))

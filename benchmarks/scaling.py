@@ -21,17 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from compare_arms import fit_command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(config: str, steps: int, vary: str, value: int) -> float:
     run_dir = Path(tempfile.mkdtemp()) / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "lightning_meta_rl",
-        "fit",
-        "--config",
+    cmd = fit_command(
         f"conf/{config}.yaml",
         f"--data.total_env_steps={steps}",
         f"--data.eval_every={steps}",
@@ -39,7 +36,7 @@ def run(config: str, steps: int, vary: str, value: int) -> float:
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
         f"--run_dir={run_dir}",
-    ]
+    )
     if vary == "devices":
         cmd.append(f"--trainer.devices={value}")
         if value > 1:
