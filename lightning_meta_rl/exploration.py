@@ -50,7 +50,10 @@ class GaussianNoise(Exploration):
 
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         mean = student.actor(obs)
-        raw = mean + torch.randn(mean.shape, generator=generator).to(mean) * self.sigma * self.scale.half_range
+        noise = torch.randn(mean.shape, generator=generator)
+        if noise.device != mean.device or noise.dtype != mean.dtype:
+            noise = noise.to(mean)
+        raw = noise.mul_(self.sigma).mul_(self.scale.half_range).add_(mean)  # in place: one tensor, not four
         return Action(raw, self.scale.clip(raw))
 
 
@@ -174,9 +177,10 @@ class ExplorationPolicy:
 
     def __init__(self, exploration: Exploration, student: Student, generator: torch.Generator) -> None:
         self.exploration, self.student, self.generator = exploration, student, generator
+        self.device = student.actor.scale.low.device  # looked up once per rollout, not once per step
 
     def act(self, obs: torch.Tensor) -> Action:
-        return self.exploration.act(obs.to(self.student.actor.scale.low.device), self.student, self.generator)
+        return self.exploration.act(obs.to(self.device), self.student, self.generator)
 
     def reset(self, index: int) -> None:
         self.exploration.reset(index)

@@ -11,10 +11,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.datamodule import RolloutDataModule
@@ -25,6 +21,7 @@ from lightning_meta_rl.exploration import (
     UniformPolicy,
     build_exploration,
 )
+from lightning_meta_rl.fast_path import CountedOptimizer, StudentOptimizer, lightning_is_idle
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
@@ -85,7 +82,9 @@ class MetaRLModule(L.LightningModule):
         self._m_mean, self._m_var = 0.0, 1.0  # running meta-reward statistics (baseline / normalize options)
         self._t0 = time.perf_counter()
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
-        self._backward: Callable[[torch.Tensor], None] = self.manual_backward  # chosen in on_train_start
+        # the student's updates skip Lightning's hook dispatch when nothing listens (fast_path.py); set in on_train_start
+        self._fast = False
+        self._backward: Callable[[torch.Tensor], None] = self.manual_backward
         self._iteration_metrics: dict[str, float] = {}  # the last iteration's, logged in on_train_batch_end
 
     # ------------------------------------------------------------------ set-up
@@ -120,25 +119,10 @@ class MetaRLModule(L.LightningModule):
                 f"a minibatch must fit in the replay buffer."
             )
 
-    def plain_backward_is_equivalent(self) -> bool:
-        """Whether plain autograd gives exactly what ``manual_backward`` would for the student's updates.
-
-        True with one process (no gradient averaging), 32-bit precision (no loss scaling) and nobody
-        listening to the backward hooks (no callback or module override of ``on_before_backward``,
-        ``on_after_backward`` or ``backward``). Then the student's updates skip Lightning's per-backward
-        hook dispatch on every call (measured by benchmarks/throughput.py).
-        """
-        trainer = self.trainer
-        if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
-            return False
-        hooks = ("on_before_backward", "on_after_backward")
-        if any(is_overridden(h, cb, Callback) for cb in trainer.callbacks for h in hooks):  # type: ignore[attr-defined]
-            return False
-        return not any(is_overridden(h, self, L.LightningModule) for h in (*hooks, "backward"))
-
     def on_train_start(self) -> None:
         data = self.data
-        self._backward = torch.Tensor.backward if self.plain_backward_is_equivalent() else self.manual_backward
+        self._fast = lightning_is_idle(self.trainer, self)
+        self._backward = torch.Tensor.backward if self._fast else self.manual_backward
         data._apply_pending()
         self.history.path = (
             os.path.join(self.trainer.default_root_dir, "metrics.csv") if self.trainer.is_global_zero else None
@@ -227,7 +211,9 @@ class MetaRLModule(L.LightningModule):
     # ------------------------------------------------------------------ the pieces
     def lookahead(self, data: RolloutDataModule, d0: Rollout) -> tuple[Student, dict[str, float]]:
         """pi' = DDPG(pi, D0): ``lookahead_updates`` updates on minibatches of D0 only."""
-        actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
+        actor_opt, critic_opt = self._student_optimizers()
+        a_opt: Optimizer
+        c_opt: Optimizer
         if self.meta_cfg.lookahead == "inplace":
             student, a_opt, c_opt = self.student, actor_opt, critic_opt
             backward: Callable[[torch.Tensor], None] = self._backward
@@ -243,6 +229,13 @@ class MetaRLModule(L.LightningModule):
             backward,
         )
         return student, {f"lookahead/{k}": v for k, v in metrics.items()}
+
+    def _student_optimizers(self) -> tuple[StudentOptimizer, StudentOptimizer]:
+        """Actor and critic optimizers: Lightning's, or counted raw ones when nothing listens (fast_path.py)."""
+        actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
+        if self._fast:
+            return CountedOptimizer(actor_opt), CountedOptimizer(critic_opt)
+        return actor_opt, critic_opt
 
     def teacher_step(self, d0: Rollout, meta_reward: float) -> dict[str, float]:
         """theta_e <- theta_e + eta * m * grad sum log pi_e(a|s) over D0 (slides eq. 2), via Adam."""
@@ -271,7 +264,7 @@ class MetaRLModule(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank must run the same number of gradient-averaging backwards
             n = int(self.trainer.strategy.reduce(torch.tensor(float(n), device=self.device), reduce_op="mean").round())
         self._update_credit -= n
-        actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
+        actor_opt, critic_opt = self._student_optimizers()
         metrics = self._updates(
             self.student,
             actor_opt,
@@ -291,7 +284,7 @@ class MetaRLModule(L.LightningModule):
         sample: Callable[[], Any],
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, float]:
-        totals: dict[str, torch.Tensor] = {}
+        history: dict[str, list[torch.Tensor]] = {}
         for _ in range(n):
             m = ddpg_update(
                 student,
@@ -304,8 +297,8 @@ class MetaRLModule(L.LightningModule):
                 backward=backward,
             )
             for k, v in m.items():
-                totals[k] = totals[k] + v if k in totals else v
-        return {k: float(v) / n for k, v in totals.items()}
+                history.setdefault(k, []).append(v)
+        return {k: float(torch.stack(v).mean()) for k, v in history.items()}  # one op per metric, not per update
 
     def _shape_meta_reward(self, m: float) -> float:
         """Optional baseline / normalization of the meta-reward (both off by default)."""

@@ -27,6 +27,7 @@ class ActionScale(nn.Module):
 
     low: torch.Tensor
     high: torch.Tensor
+    half_range: torch.Tensor
 
     def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
         super().__init__()
@@ -38,10 +39,12 @@ class ActionScale(nn.Module):
             raise ValueError(f"every action upper bound must exceed its lower bound, got {low} and {high}")
         self.register_buffer("low", lo)
         self.register_buffer("high", hi)
+        # (high - low) / 2, used on every action: kept rather than recomputed (not saved; follows .to())
+        self.register_buffer("half_range", (hi - lo) / 2, persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._refresh())
 
-    @property
-    def half_range(self) -> torch.Tensor:
-        return (self.high - self.low) / 2
+    def _refresh(self) -> None:
+        self.half_range = (self.high - self.low) / 2
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
         """[..., d] in [-1, 1] -> [..., d] in [low, high]."""
@@ -52,7 +55,7 @@ class ActionScale(nn.Module):
         return (action - self.low) / self.half_range - 1.0
 
     def clip(self, action: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.minimum(action, self.high), self.low)
+        return torch.clamp(action, self.low, self.high)
 
 
 class Actor(nn.Module):

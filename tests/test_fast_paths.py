@@ -1,7 +1,9 @@
 """The shortcuts taken for speed (benchmarks/throughput.py) must not change what users see.
 
-- Student updates skip ``manual_backward`` only when nothing would happen on the way: a callback or a
-  module that listens to the backward hooks still gets called for every student update.
+- Student updates skip ``manual_backward`` and ``LightningOptimizer.step`` only when nothing would
+  happen on the way (lightning_meta_rl/fast_path.py): a callback or a module that listens to the
+  backward or optimizer-step hooks still gets called for every student update; either way the trained
+  parameters and ``trainer.global_step`` are the same.
 - Training metrics are logged only on the iterations Lightning writes (``log_every_n_steps``), but every
   evaluation reaches the loggers.
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import SMOKE, TINY, clear_run_dir_env, fit, read_metrics
 from lightning.pytorch.callbacks import Callback
 
 from lightning_meta_rl.cli import cli
+from lightning_meta_rl.fast_path import lightning_is_idle
 from lightning_meta_rl.module import MetaRLModule
 
 QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
@@ -33,6 +37,14 @@ class CountBackward(Callback):
         self.after += 1
 
 
+class CountSteps(Callback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.steps += 1
+
+
 def build(run_dir: Path, *overrides: str):
     """The CLI's model, data and trainer, not yet fitted."""
     try:
@@ -41,33 +53,62 @@ def build(run_dir: Path, *overrides: str):
         clear_run_dir_env()
 
 
-def test_plain_backward_only_when_nobody_listens(tmp_path: Path) -> None:
-    c = fit(tmp_path / "a", "--model.teacher.kind=gaussian", *QUIET)
-    assert c.model.plain_backward_is_equivalent()
-    assert c.model._backward is torch.Tensor.backward
+def fit_with(run_dir: Path, callbacks: list[Callback], *overrides: str):
+    c = build(run_dir, *QUIET, "--trainer.logger=false", *overrides)
+    c.trainer.callbacks.extend(callbacks)
+    c.trainer.fit(c.model, datamodule=c.datamodule)
+    return c
 
-    counter = CountBackward()
-    c.trainer.callbacks.append(counter)
-    assert not c.model.plain_backward_is_equivalent()
+
+def student_updates(c) -> int:
+    """DDPG arm: utd_ratio updates per env step after warm-up (exact for TINY's round numbers)."""
+    updates = int(c.model.utd_ratio * (c.datamodule.env_steps - c.datamodule.warmup_steps))
+    assert updates > 0
+    return updates
+
+
+def test_fast_path_only_when_nobody_listens(tmp_path: Path) -> None:
+    c = fit(tmp_path / "a", "--model.teacher.kind=gaussian", *QUIET)
+    assert lightning_is_idle(c.trainer, c.model)
+    assert c.model._fast and c.model._backward is torch.Tensor.backward
+
+    c.trainer.callbacks.append(CountSteps())
+    assert not lightning_is_idle(c.trainer, c.model)
+    c.trainer.callbacks[-1] = CountBackward()
+    assert not lightning_is_idle(c.trainer, c.model)
 
 
 def test_backward_hooks_fire_for_every_student_update(tmp_path: Path) -> None:
     """DDPG arm (no teacher step): every backward is a student update, two per DDPG update."""
     counter = CountBackward()
-    c = build(tmp_path / "run", "--model.teacher.kind=gaussian", *QUIET, "--trainer.logger=false")
-    c.trainer.callbacks.append(counter)
-    c.trainer.fit(c.model, datamodule=c.datamodule)
-    assert c.model._backward == c.model.manual_backward
-    steps_after_warmup = c.datamodule.env_steps - c.datamodule.warmup_steps
-    updates = int(c.model.utd_ratio * steps_after_warmup)
-    assert updates > 0
-    assert counter.before == counter.after == 2 * updates
+    c = fit_with(tmp_path / "run", [counter], "--model.teacher.kind=gaussian")
+    assert not c.model._fast and c.model._backward == c.model.manual_backward
+    assert counter.before == counter.after == 2 * student_updates(c)
 
 
-def test_module_override_of_a_backward_hook_is_honoured(tmp_path: Path) -> None:
+def test_optimizer_step_hooks_fire_for_every_student_update(tmp_path: Path) -> None:
+    counter = CountSteps()
+    c = fit_with(tmp_path / "run", [counter], "--model.teacher.kind=gaussian")
+    assert not c.model._fast
+    assert counter.steps == 2 * student_updates(c)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "meta"])
+def test_fast_and_lightning_paths_train_the_same_student_and_count_the_same_steps(tmp_path: Path, kind: str) -> None:
+    fast = fit_with(tmp_path / "fast", [], f"--model.teacher.kind={kind}", "--model.meta.lookahead=inplace")
+    slow = fit_with(tmp_path / "slow", [CountSteps()], f"--model.teacher.kind={kind}", "--model.meta.lookahead=inplace")
+    assert fast.model._fast and not slow.model._fast
+    assert fast.trainer.global_step == slow.trainer.global_step > 0
+    if kind == "gaussian":  # two optimizer steps per DDPG update
+        assert fast.trainer.global_step == 2 * student_updates(fast)
+    for (name, a), (_, b) in zip(fast.model.state_dict().items(), slow.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_module_override_of_a_hook_is_honoured(tmp_path: Path) -> None:
     class Listening(MetaRLModule):
-        def on_after_backward(self) -> None:
-            pass
+        def on_before_optimizer_step(self, optimizer) -> None:
+            self.seen = getattr(self, "seen", 0) + 1
 
     c = build(tmp_path / "run", "--model.teacher.kind=gaussian", *QUIET, "--trainer.logger=false")
     m = c.model
@@ -82,8 +123,9 @@ def test_module_override_of_a_backward_hook_is_honoured(tmp_path: Path) -> None:
         utd_ratio=m.utd_ratio,
     )
     c.trainer.fit(listening, datamodule=c.datamodule)
-    assert not listening.plain_backward_is_equivalent()
+    assert not lightning_is_idle(c.trainer, listening)
     assert listening._backward == listening.manual_backward
+    assert listening.seen == 2 * student_updates(c)
 
 
 def test_every_evaluation_reaches_the_logger_when_logging_is_sparse(tmp_path: Path) -> None:
