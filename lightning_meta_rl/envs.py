@@ -127,14 +127,12 @@ class EnvRunner:
         return self._checked(np.asarray(obs, dtype=np.float32), "reset")
 
     def step(self, action: np.ndarray) -> StepResult:
-        obs, reward, terminated, truncated, _ = self.env.step(action)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
         self.steps_taken += 1
-        reward = float(reward)
-        if not math.isfinite(reward):
-            self._fail(f"reward {reward}", "step")
-        return StepResult(
-            self._checked(np.asarray(obs, dtype=np.float32), "step"), reward, bool(terminated), bool(truncated)
-        )
+        obs, reward = np.asarray(next_obs, dtype=np.float32), float(reward)
+        if not (math.isfinite(reward) and np.isfinite(obs).all()):
+            self._fail(f"reward {reward}" if not math.isfinite(reward) else f"observation {obs}", "step")
+        return StepResult(obs, reward, bool(terminated), bool(truncated))
 
     def _checked(self, obs: np.ndarray, where: str) -> np.ndarray:
         if not np.isfinite(obs).all():

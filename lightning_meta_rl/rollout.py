@@ -136,15 +136,11 @@ class Collector:
 
 def _to_host(out: Action) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Executed action, raw action and context as numpy arrays, with one device-to-host copy per step."""
-    parts = (
-        [out.executed] + ([] if out.raw is out.executed else [out.raw]) + ([] if out.context is None else [out.context])
-    )
-    if out.executed.device.type == "cpu":
-        host = [p.numpy() for p in parts]
-    else:
-        widths = [p.shape[-1] for p in parts]
-        host = list(np.split(torch.cat(parts, dim=-1).cpu().numpy(), np.cumsum(widths)[:-1], axis=-1))
-    actions = host[0]
-    raw = actions if out.raw is out.executed else host[1]
-    context = host[-1] if out.context is not None else None
-    return actions, raw, context
+    same = out.raw is out.executed
+    if out.executed.is_cpu:  # views, no copy
+        actions = out.executed.numpy()
+        return actions, actions if same else out.raw.numpy(), None if out.context is None else out.context.numpy()
+    parts = [out.executed] + ([] if same else [out.raw]) + ([] if out.context is None else [out.context])
+    widths = [p.shape[-1] for p in parts]
+    host = np.split(torch.cat(parts, dim=-1).cpu().numpy(), np.cumsum(widths)[:-1], axis=-1)
+    return host[0], host[0] if same else host[1], None if out.context is None else host[-1]
