@@ -81,55 +81,56 @@ class Collector:
     def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
         # Per-step data is kept as numpy rows and turned into tensors once at the end: a tensor op per
         # field per step costs more than the actor's forward pass on these small networks.
-        obs_l, raw_l, act_l, next_l, ctx_l = [], [], [], [], []
-        rew_l: list[float] = []
-        term_l: list[bool] = []
-        trunc_l: list[bool] = []
+        # one tuple per step: (obs, raw action, action, context, reward, next obs, terminated, truncated)
+        rows: list[tuple[Any, ...]] = []
         returns: list[float] = []
-        steps = 0
-        while (max_steps is None or steps < max_steps) and (max_episodes is None or len(returns) < max_episodes):
-            for i, runner in enumerate(self.runners):
-                if self._obs[i] is None:
-                    self._obs[i] = runner.reset(seed)
+        runners, obs_now, running = self.runners, self._obs, self._returns
+        while (max_steps is None or len(rows) < max_steps) and (max_episodes is None or len(returns) < max_episodes):
+            for i, runner in enumerate(runners):
+                if obs_now[i] is None:
+                    obs_now[i] = runner.reset(seed)
                     seed = None
-                    self._returns[i] = 0.0
+                    running[i] = 0.0
                     policy.reset(i)
-            obs = np.stack(self._obs) if len(self._obs) > 1 else self._obs[0][None]  # type: ignore[arg-type,index]
+            obs = np.stack(obs_now) if len(obs_now) > 1 else obs_now[0][None]  # type: ignore[arg-type,index]
             out = policy.act(self.normalize(torch.from_numpy(obs)))
             actions, raw, context = _to_host(out)
             if not np.isfinite(actions).all():
                 raise TrainingDiverged(
                     f"The policy produced a non-finite action {actions.tolist()} on environment "
-                    f"'{self.runners[0].env_id}': training diverged. Lower the learning rates; the last checkpoint "
+                    f"'{runners[0].env_id}': training diverged. Lower the learning rates; the last checkpoint "
                     f"written before this point is intact."
                 )
-            for i, runner in enumerate(self.runners):
-                result = runner.step(actions[i])
-                obs_l.append(obs[i])
-                raw_l.append(raw[i])
-                act_l.append(actions[i])
-                if context is not None:
-                    ctx_l.append(context[i])
-                rew_l.append(result.reward)
-                next_l.append(result.next_obs)
-                term_l.append(result.terminated)
-                trunc_l.append(result.truncated)
-                self._returns[i] += result.reward
-                steps += 1
-                if result.terminated or result.truncated:
-                    returns.append(self._returns[i])
-                    self._obs[i] = None
+            for i, runner in enumerate(runners):
+                r = runner.step(actions[i])
+                rows.append(
+                    (
+                        obs[i],
+                        raw[i],
+                        actions[i],
+                        None if context is None else context[i],
+                        r.reward,
+                        r.next_obs,
+                        r.terminated,
+                        r.truncated,
+                    )
+                )
+                running[i] += r.reward
+                if r.terminated or r.truncated:
+                    returns.append(running[i])
+                    obs_now[i] = None
                 else:
-                    self._obs[i] = result.next_obs
+                    obs_now[i] = r.next_obs
+        obs_c, raw_c, act_c, ctx_c, rew_c, next_c, term_c, trunc_c = zip(*rows, strict=True)
         return Rollout(
-            obs=torch.from_numpy(np.stack(obs_l)),
-            action=torch.from_numpy(np.stack(act_l)),
-            raw_action=torch.from_numpy(np.stack(raw_l)),
-            reward=torch.tensor(rew_l, dtype=torch.float32),
-            next_obs=torch.from_numpy(np.stack(next_l)),
-            terminated=torch.tensor(term_l, dtype=torch.float32),
-            truncated=torch.tensor(trunc_l, dtype=torch.float32),
-            context=torch.from_numpy(np.stack(ctx_l)) if ctx_l else None,
+            obs=torch.from_numpy(np.stack(obs_c)),
+            action=torch.from_numpy(np.stack(act_c)),
+            raw_action=torch.from_numpy(np.stack(raw_c)),
+            reward=torch.tensor(rew_c, dtype=torch.float32),
+            next_obs=torch.from_numpy(np.stack(next_c)),
+            terminated=torch.tensor(term_c, dtype=torch.float32),
+            truncated=torch.tensor(trunc_c, dtype=torch.float32),
+            context=None if ctx_c[0] is None else torch.from_numpy(np.stack(ctx_c)),
             episode_returns=returns,
         )
 
