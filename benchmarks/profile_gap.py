@@ -53,7 +53,11 @@ def main() -> None:
     # the same pieces of work on both sides: (label, ours (file, function), reference (file, function))
     pieces = [
         ("collecting env steps (all steps, warm-up included)", ("rollout.py", "_run"), ("throughput.py", "steps")),
-        ("optimizer steps", ("lightning/pytorch/core/optimizer.py", "step"), ("torch/optim/optimizer.py", "wrapper")),
+        (
+            "optimizer steps (ours: counted in global_step, lightning_meta_rl/fast_path.py)",
+            ("lightning_meta_rl/fast_path.py", "step"),
+            ("torch/optim/optimizer.py", "wrapper"),
+        ),
         ("DDPG updates, whole (sampling excluded)", ("student.py", "ddpg_update"), ("student.py", "ddpg_update")),
     ]
     lines = [

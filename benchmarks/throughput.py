@@ -12,6 +12,9 @@ Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of 
 * ``ddpg``: our trainer, teacher kind ``gaussian`` (conf/hopper_ddpg.yaml).
 * ``meta``: our trainer, teacher kind ``meta`` (conf/hopper.yaml); its env steps include D0, D1 and the
   R(pi) rollouts (all counted in the budget), its updates are student + look-ahead updates.
+* ``ddpg_lightning`` (with ``--lightning-path``): the DDPG arm with a callback that listens to the
+  backward and optimizer-step hooks, so every student update goes through ``manual_backward`` and
+  ``LightningOptimizer.step`` (lightning_meta_rl/fast_path.py): what skipping them buys.
 
 The trainer runs in-process through ``lightning_meta_rl.cli.cli(..., run=False)`` (W&B disabled, no
 logger, no config callbacks, no progress bar; the default ``EnvStepCheckpoint`` stays, as in every run,
@@ -26,6 +29,7 @@ Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and `
 
     python benchmarks/throughput.py            # full: 20000 steps x 3 repeats x 2 settings
     python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
+    python benchmarks/throughput.py --lightning-path   # adds the ddpg_lightning arm
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from lightning_meta_rl.types import Batch, Rollout
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "Hopper-v5"
 ARMS = ("ref", "ddpg", "meta")
-ARM_CONFIG = {"ddpg": "conf/hopper_ddpg.yaml", "meta": "conf/hopper.yaml"}
+ARM_CONFIG = {"ddpg": "conf/hopper_ddpg.yaml", "meta": "conf/hopper.yaml", "ddpg_lightning": "conf/hopper_ddpg.yaml"}
 SETTINGS = {"default": [], "modern": ["conf/profiles/modern.yaml"]}
 
 
@@ -91,6 +95,16 @@ def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
     args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
     args += ["--trainer.enable_model_summary=false", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
     return cli(args, run=False)
+
+
+class ListenToHooks(Callback):
+    """Does nothing, but listens to the hooks around each backward and optimizer step: Lightning's full path."""
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        pass
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        pass
 
 
 class Window(Callback):
@@ -129,6 +143,8 @@ def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
         c = build_cli(setting, arm, steps, repeat, os.path.join(tmp, "run"))
         window = Window()
         c.trainer.callbacks.append(window)
+        if arm == "ddpg_lightning":
+            c.trainer.callbacks.append(ListenToHooks())
         c.trainer.fit(c.model, datamodule=c.datamodule)
     assert window.t0 is not None, "training ran no iteration"
     seconds = window.t1 - window.t0 - window.excluded
@@ -214,12 +230,16 @@ def medians(runs: list[Run], setting: str, arm: str) -> tuple[float, float]:
 def ratio_lines(runs: list[Run], setting: str) -> list[str]:
     (ref, _), (ddpg, _), (meta, _) = (medians(runs, setting, arm) for arm in ARMS)
     overhead, meta_cost = ddpg / ref, ddpg / meta
-    return [
+    lines = [
         f"- {setting}: DDPG arm / reference env steps/s = {overhead:.3f} (target >= 0.95: "
         f"{'met' if overhead >= 0.95 else 'NOT met'})",
         f"- {setting}: Meta arm / DDPG arm wall-clock per env step = {meta_cost:.3f} (target <= 1.5: "
         f"{'met' if meta_cost <= 1.5 else 'NOT met'})",
     ]
+    if any(r.setting == setting and r.arm == "ddpg_lightning" for r in runs):
+        full, _ = medians(runs, setting, "ddpg_lightning")
+        lines.append(f"- {setting}: DDPG arm through Lightning's hooks / reference env steps/s = {full / ref:.3f}")
+    return lines
 
 
 def report(runs: list[Run], command: str, steps: int) -> str:
@@ -235,8 +255,9 @@ def report(runs: list[Run], command: str, steps: int) -> str:
         "| setting | arm | runs | env steps/s | updates/s | ms per env step |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    arms = list(dict.fromkeys(r.arm for r in runs))
     for setting in settings:
-        for arm in ARMS:
+        for arm in arms:
             sps, ups = medians(runs, setting, arm)
             n = sum(r.setting == setting and r.arm == arm for r in runs)
             lines.append(f"| {setting} | {arm} | {n} | {sps:.0f} | {ups:.0f} | {1000 / sps:.3f} |")
@@ -244,13 +265,13 @@ def report(runs: list[Run], command: str, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_all(settings: list[str], repeats: int, steps: int) -> list[Run]:
+def run_all(settings: list[str], repeats: int, steps: int, arms: tuple[str, ...] = ARMS) -> list[Run]:
     """Every (setting, repeat, arm), the arms interleaved within each round."""
     runs: list[Run] = []
     for setting in settings:
         recipe = ddpg_recipe(setting, steps)
         for repeat in range(repeats):
-            for arm in ARMS:
+            for arm in arms:
                 gc.collect()
                 if arm == "ref":
                     run = reference_run(recipe, setting, repeat, steps)
@@ -284,12 +305,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3; quick 1)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: both")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--lightning-path", action="store_true", help="add the ddpg_lightning arm (Lightning's hooks on every update)"
+    )
     args = parser.parse_args()
     steps = args.steps or (3000 if args.quick else 20000)
     repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")
     quiet()
-    runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps)
+    arms = (*ARMS, "ddpg_lightning") if args.lightning_path else ARMS
+    runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps, arms)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "throughput.csv")
     text = report(runs, "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), steps)
