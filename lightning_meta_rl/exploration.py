@@ -177,10 +177,11 @@ class ExplorationPolicy:
 
     def __init__(self, exploration: Exploration, student: Student, generator: torch.Generator) -> None:
         self.exploration, self.student, self.generator = exploration, student, generator
-        self.device = student.actor.scale.low.device  # looked up once per rollout, not once per step
+        device = student.actor.scale.low.device  # looked up once per rollout, not once per step
+        self.device = None if device.type == "cpu" else device  # observations arrive on the host
 
     def act(self, obs: torch.Tensor) -> Action:
-        return self.exploration.act(obs.to(self.device), self.student, self.generator)
+        return self.exploration.act(obs if self.device is None else obs.to(self.device), self.student, self.generator)
 
     def reset(self, index: int) -> None:
         self.exploration.reset(index)
