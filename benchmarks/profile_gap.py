@@ -1,9 +1,13 @@
 """Where the DDPG arm loses time against the plain reference loop of benchmarks/throughput.py (Hopper-v5,
-default setting): both run under cProfile for the same number of environment steps, and the time of each
-piece is compared per environment step. cProfile slows Python-heavy code more than C-heavy code, so read
-the numbers as proportions, not as timings (the timings are throughput.py's).
+default setting), two ways:
 
-    python benchmarks/profile_gap.py            # 6000 env steps each; writes benchmarks/results/profile/
+1. Both run under cProfile for the same number of environment steps and the time of each piece is
+   compared. cProfile slows Python-heavy code more than C-heavy code: proportions, not timings.
+2. No profiler: the wall time of the window (throughput.py's: after warm-up to the end) is split into
+   collecting, student updates (sampling, update, storing rollouts) and the rest, per environment step,
+   medians of ``--rounds`` interleaved rounds.
+
+    python benchmarks/profile_gap.py            # writes benchmarks/results/profile/profile.md
 """
 
 from __future__ import annotations
@@ -12,11 +16,18 @@ import argparse
 import cProfile
 import os
 import pstats
+import statistics
 import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
 
+import throughput
 import torch
-from throughput import ROOT, build_cli, ddpg_recipe, quiet, reference_run
+from throughput import ROOT, build_cli, ddpg_recipe, quiet, reference_run, trainer_run
+
+from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.module import MetaRLModule
 
 
 def cumulative(stats: pstats.Stats, path_end: str, func: str) -> tuple[float, int]:
@@ -36,9 +47,117 @@ def profile(fn) -> pstats.Stats:
     return pstats.Stats(prof)
 
 
+class Stopwatch:
+    """Sums the wall time of calls to the functions it wraps, counting only while ``on``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.on = False
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        """Time the calls of ``owner.name`` made while the stopwatch is on."""
+        fn = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if not self.on:
+                return fn(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+    def gate(self, owner: object, name: str, label: str) -> None:
+        """Time every call of ``owner.name`` and turn the stopwatch on for its duration."""
+        fn = getattr(owner, name)
+
+        def gated(*args, **kwargs):
+            self.on = True
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.on = False
+
+        setattr(owner, name, gated)
+
+
+def wall_clock_split(steps: int, rounds: int) -> list[str]:
+    """Table 2: per env step, where each loop spends its window, without a profiler."""
+    watch = Stopwatch()
+    # ours: everything inside training_step (warm-up runs before it, in on_train_start)
+    watch.gate(MetaRLModule, "training_step", "training_step")
+    watch.wrap(RolloutDataModule, "collect_steps", "collect")
+    watch.wrap(MetaRLModule, "student_updates", "updates")
+    watch.wrap(RolloutDataModule, "add", "updates")
+    # reference: every HandStepper.steps call but the first of a run (its warm-up)
+    calls = {"n": 0}
+    steps_fn = throughput.HandStepper.steps
+
+    def ref_steps(self, n, act):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return steps_fn(self, n, act)
+        start = time.perf_counter()
+        out = steps_fn(self, n, act)
+        watch.seconds["collect"] += time.perf_counter() - start
+        return out
+
+    throughput.HandStepper.steps = ref_steps
+    recipe = ddpg_recipe("default", steps)
+    split: dict[str, list[dict[str, float]]] = {"ref": [], "ddpg": []}
+    for repeat in range(rounds):
+        for arm in split:
+            watch.seconds.clear()
+            calls["n"] = 0
+            run = (
+                reference_run(recipe, "default", repeat, steps)
+                if arm == "ref"
+                else trainer_run("default", arm, repeat, steps)
+            )
+            us = {k: v / run.env_steps * 1e6 for k, v in watch.seconds.items()}
+            total = run.seconds / run.env_steps * 1e6
+            if arm == "ref":
+                row = {"collect": us["collect"], "updates": total - us["collect"], "rest": 0.0, "loop": 0.0}
+            else:
+                rest = us["training_step"] - us["collect"] - us["updates"]
+                row = {
+                    "collect": us["collect"],
+                    "updates": us["updates"],
+                    "rest": rest,
+                    "loop": total - us["training_step"],
+                }
+            split[arm].append({**row, "total": total})
+    med = {arm: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for arm, rows in split.items()}
+    labels = {
+        "collect": "collecting D0 (noisy steps)",
+        "updates": "student updates (sampling, update, storing rollouts)",
+        "rest": "rest of training_step (action-gap diagnostic, parameter NaN check, ...)",
+        "loop": "Lightning loop, hooks and log_dict (outside training_step)",
+        "total": "whole window",
+    }
+    lines = [
+        "",
+        f"## Wall clock without a profiler: microseconds per env step, medians of {rounds} interleaved rounds "
+        f"of {steps} env steps",
+        "",
+        "| piece | reference | ours | ours - reference |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, label in labels.items():
+        ref, ours = med["ref"][key], med["ddpg"][key]
+        lines.append(f"| {label} | {ref:.1f} | {ours:.1f} | {ours - ref:+.1f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=6000, help="env steps of the cProfile runs")
+    parser.add_argument("--split-steps", type=int, default=20000, help="env steps of each timed round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the timed split")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "profile")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -64,6 +183,8 @@ def main() -> None:
         f"# Profile: DDPG arm vs plain loop, Hopper-v5, default setting, {args.steps} env steps each",
         "",
         "Command: `python benchmarks/profile_gap.py`",
+        "",
+        "## Under cProfile",
         "",
         "Seconds under cProfile (inflates Python-heavy code: proportions, not timings).",
         "",
@@ -91,6 +212,7 @@ def main() -> None:
         lines.append(f"| {label} | {s:.3f} | {n} |")
     total_ref, _ = cumulative(ref, "throughput.py", "reference_run")
     lines += ["", f"Reference loop, whole (warm-up included): {total_ref:.3f} s."]
+    lines += wall_clock_split(args.split_steps, args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     (args.out / "profile.md").write_text(text)
