@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -28,9 +29,12 @@ def lightning_is_idle(trainer: L.Trainer, module: L.LightningModule) -> bool:
     """Whether ``manual_backward`` and ``LightningOptimizer.step`` would only run autograd and the optimizer.
 
     True for exactly a SingleDeviceStrategy (no gradient averaging), plain 32-bit precision (no loss
-    scaling) and no callback or module override of the backward and optimizer-step hooks.
+    scaling), no profiler (it times every hook call) and no callback or module override of the backward
+    and optimizer-step hooks. The module decides once, when training starts.
     """
     if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+        return False
+    if not isinstance(trainer.profiler, PassThroughProfiler):  # type: ignore[attr-defined]
         return False
     callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
     if any(is_overridden(h, cb, Callback) for cb in callbacks for h in CALLBACK_HOOKS):

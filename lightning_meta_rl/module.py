@@ -284,7 +284,7 @@ class MetaRLModule(L.LightningModule):
         sample: Callable[[], Any],
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, float]:
-        history: dict[str, list[torch.Tensor]] = {}
+        totals: dict[str, torch.Tensor] = {}
         for _ in range(n):
             m = ddpg_update(
                 student,
@@ -297,8 +297,8 @@ class MetaRLModule(L.LightningModule):
                 backward=backward,
             )
             for k, v in m.items():
-                history.setdefault(k, []).append(v)
-        return {k: float(torch.stack(v).mean()) for k, v in history.items()}  # one op per metric, not per update
+                totals[k] = totals[k] + v if k in totals else v
+        return {k: float(v) / n for k, v in totals.items()}
 
     def _shape_meta_reward(self, m: float) -> float:
         """Optional baseline / normalization of the meta-reward (both off by default)."""

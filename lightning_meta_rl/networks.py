@@ -41,10 +41,7 @@ class ActionScale(nn.Module):
         self.register_buffer("high", hi)
         # (high - low) / 2, used on every action: kept rather than recomputed (not saved; follows .to())
         self.register_buffer("half_range", (hi - lo) / 2, persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, incompatible: module._refresh())
-
-    def _refresh(self) -> None:
-        self.half_range = (self.high - self.low) / 2
+        self.register_load_state_dict_post_hook(_refresh_half_range)
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
         """[..., d] in [-1, 1] -> [..., d] in [low, high]."""
@@ -56,6 +53,12 @@ class ActionScale(nn.Module):
 
     def clip(self, action: torch.Tensor) -> torch.Tensor:
         return torch.clamp(action, self.low, self.high)
+
+
+def _refresh_half_range(scale: ActionScale, incompatible_keys: object) -> None:
+    """After load_state_dict: the kept half range follows the loaded bounds (a module-level function, so
+    that the module still pickles)."""
+    scale.half_range = (scale.high - scale.low) / 2
 
 
 class Actor(nn.Module):

@@ -23,6 +23,10 @@ from lightning_meta_rl.fast_path import lightning_is_idle
 from lightning_meta_rl.module import MetaRLModule
 
 QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+# the hooks Lightning calls around a manual backward and an optimizer step (written out, not imported,
+# so that a hook dropped from fast_path.py's lists fails here)
+CALLBACK_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+MODULE_HOOKS = (*CALLBACK_HOOKS, "backward")
 
 
 class CountBackward(Callback):
@@ -75,6 +79,28 @@ def test_fast_path_only_when_nobody_listens(tmp_path: Path) -> None:
     c.trainer.callbacks.append(CountSteps())
     assert not lightning_is_idle(c.trainer, c.model)
     c.trainer.callbacks[-1] = CountBackward()
+    assert not lightning_is_idle(c.trainer, c.model)
+
+
+@pytest.mark.parametrize("hook", CALLBACK_HOOKS)
+def test_a_callback_listening_to_any_one_hook_keeps_lightnings_path(tmp_path: Path, hook: str) -> None:
+    c = build(tmp_path / "run", *QUIET, "--trainer.logger=false")
+    assert lightning_is_idle(c.trainer, c.model)
+    listener = type("Listener", (Callback,), {hook: lambda self, *args: None})()
+    c.trainer.callbacks.append(listener)
+    assert not lightning_is_idle(c.trainer, c.model)
+
+
+@pytest.mark.parametrize("hook", MODULE_HOOKS)
+def test_a_module_overriding_any_one_hook_keeps_lightnings_path(tmp_path: Path, hook: str) -> None:
+    c = build(tmp_path / "run", *QUIET, "--trainer.logger=false")
+    c.model.__class__ = type("Listening", (MetaRLModule,), {hook: lambda self, *args, **kwargs: None})
+    assert not lightning_is_idle(c.trainer, c.model)
+
+
+@pytest.mark.parametrize("setting", ["--trainer.profiler=simple", "--trainer.precision=64-true"])
+def test_a_profiler_or_another_precision_keeps_lightnings_path(tmp_path: Path, setting: str) -> None:
+    c = build(tmp_path / "run", *QUIET, "--trainer.logger=false", setting)
     assert not lightning_is_idle(c.trainer, c.model)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
@@ -34,6 +37,25 @@ def test_action_scale_inverse_of_forward_is_identity(scale: ActionScale) -> None
 def test_action_scale_clip(scale: ActionScale) -> None:
     out = scale.clip(torch.tensor([[-5.0, 9.0], [4.0, -0.1], [0.5, 0.2]]))
     assert torch.equal(out, torch.tensor([[-1.0, 0.5], [3.0, 0.0], [0.5, 0.2]]))
+
+
+def test_action_scale_half_range_follows_loaded_bounds_and_is_not_saved() -> None:
+    scale = ActionScale([-1.0, 0.0], [1.0, 0.5])
+    other = ActionScale([-4.0, 2.0], [0.0, 3.0])
+    assert "half_range" not in scale.state_dict()  # checkpoints written before it existed still load
+    scale.load_state_dict(other.state_dict())
+    assert scale.half_range.tolist() == [2.0, 0.5]
+    assert scale(torch.tensor([1.0, 1.0])).tolist() == [0.0, 3.0]
+
+
+def test_networks_pickle_and_copy_with_their_action_scale() -> None:
+    """ddp_spawn and torch.save(model) pickle the modules; the look-ahead deep-copies them."""
+    actor = Actor(3, ActionScale([-2.0], [2.0]), [8, 8], layer_norm=True)
+    for clone in (pickle.loads(pickle.dumps(actor)), copy.deepcopy(actor)):
+        assert clone.scale.half_range.tolist() == [2.0]
+        clone.scale.load_state_dict(ActionScale([0.0], [1.0]).state_dict())
+        assert clone.scale.half_range.tolist() == [0.5]
+        assert actor.scale.half_range.tolist() == [2.0]
 
 
 @pytest.mark.parametrize(("low", "high"), [([0.0], [0.0]), ([1.0, 0.0], [0.0, 1.0]), ([0.0, 0.0], [1.0])])
