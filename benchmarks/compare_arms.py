@@ -15,6 +15,7 @@ import argparse
 import csv
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,15 +55,23 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
+def run_quietly(cmd: list[str], label: str) -> None:
+    """One training in a subprocess with one thread and W&B off; its stderr's tail in the error if it fails."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    print(f"{label}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def run_one(config: str, arm: str, seed: int, steps: int, out: Path, extra: list[str]) -> dict[str, object]:
     name = f"{config}{'' if arm == 'meta' else '_ddpg'}"
     run_dir = out / f"{name}_seed{seed}"
     rows = read_metrics(run_dir)
     if not rows or float(rows[-1]["env_steps"]) < steps:
         if run_dir.exists():  # an interrupted run: start it again from scratch
-            for p in sorted(run_dir.rglob("*"), reverse=True):
-                p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
-            run_dir.rmdir()
+            shutil.rmtree(run_dir)
         cmd = fit_command(
             ROOT / "conf" / f"{name}.yaml",
             f"--seed_everything={seed}",
@@ -72,12 +81,7 @@ def run_one(config: str, arm: str, seed: int, steps: int, out: Path, extra: list
             "--trainer.logger=false",
             *extra,
         )
-        env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"run failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-        print(f"{name} seed {seed}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        run_quietly(cmd, f"{name} seed {seed}")
         rows = read_metrics(run_dir)
     last = rows[-1]
     return {

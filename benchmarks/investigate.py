@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_arms import final_score, read_metrics, write_rows
-from reproduce import ENVS, ROOT, SEEDS, Job, bootstrap_ci, d0_share, finished, fmt, run_all
+from reproduce import ENVS, ROOT, SEEDS, Job, add_run_options, bootstrap_ci, d0_share, finished, fmt, run_all
 
 INVESTIGATED = ("pendulum", "inverted_pendulum")
 ARMS: dict[str, tuple[str, ...]] = {
@@ -198,11 +198,7 @@ def report(all_jobs: list[Job], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one per core)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "investigate")
-    parser.add_argument("--report", action="store_true", help="only rebuild table.md and runs.csv")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help=argparse.SUPPRESS)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap every budget (smoke tests only)")
+    add_run_options(parser, ROOT / "benchmarks" / "results" / "investigate", "table.md and runs.csv")
     args = parser.parse_args()
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     all_jobs = jobs(args.max_steps, tuple(args.seeds))

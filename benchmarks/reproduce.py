@@ -27,12 +27,10 @@ Meta (State) and Meta (Variance) are the Meta config with ``--model.teacher.kind
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import statistics
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, fit_command, read_metrics, write_rows
+from compare_arms import final_score, fit_command, read_metrics, run_quietly, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2, 3, 4)
@@ -139,16 +137,8 @@ def run(job: Job, runs: Path) -> None:
     run_dir = runs / job.name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.exists() and run_dir.exists():  # interrupted before its first checkpoint: start again
-        for p in sorted(run_dir.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() or p.is_symlink() else p.rmdir()
-        run_dir.rmdir()
-    cmd = job.command(run_dir, ckpt if ckpt.exists() else None)
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    print(f"{job.name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        shutil.rmtree(run_dir)
+    run_quietly(job.command(run_dir, ckpt if ckpt.exists() else None), job.name)
 
 
 def run_all(todo: list[Job], runs: Path, jobs: int, after_each: Callable[[], None]) -> None:
@@ -348,14 +338,19 @@ def report(jobs: list[Job], out: Path, command: str) -> None:
             plot(env, jobs, runs, out, ("meta", "meta_state", "meta_variance"), suffix="_variants")
 
 
+def add_run_options(parser: argparse.ArgumentParser, out: Path, reports: str) -> None:
+    """The options every multi-run benchmark shares (this script and investigate.py)."""
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one per core)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--report", action="store_true", help=f"only rebuild {reports}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap every budget (smoke tests only)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", choices=list(ENVS), default=list(ENVS))
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one per core)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "reproduce")
-    parser.add_argument("--report", action="store_true", help="only rebuild table.md, runs.csv and figures")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help=argparse.SUPPRESS)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap every budget (smoke tests only)")
+    add_run_options(parser, ROOT / "benchmarks" / "results" / "reproduce", "table.md, runs.csv and figures")
     args = parser.parse_args()
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/reproduce.py" + ("" if args.envs == list(ENVS) else " --envs " + " ".join(args.envs))
