@@ -1,8 +1,9 @@
 """The student's updates without Lightning's per-call hook dispatch, taken only where nothing listens.
 
-A DDPG update with the default 64-64 networks takes about 1 ms on one CPU thread, and Lightning's
-hook dispatch around its two backwards and two optimizer steps adds about 0.14 ms (0.453 against
-0.417 ms per env step at 0.25 updates per step: ``python benchmarks/throughput.py --lightning-path``).
+A DDPG update with the default 64-64 networks takes about 1 ms on one CPU thread, sampling included
+(benchmarks/results/profile/profile.md), and Lightning's hook dispatch around its two backwards and two
+optimizer steps adds about 0.14 ms (0.453 against 0.417 ms per env step at 0.25 updates per step:
+``python benchmarks/throughput.py --lightning-path``).
 With one process, 32-bit precision, no profiler and no callback or module listening to those hooks,
 that dispatch calls nothing, so plain autograd and the raw optimizer give exactly the same result. The step is still counted in
 ``trainer.global_step`` (``max_steps``, checkpoint names and loggers depend on it).
