@@ -284,7 +284,7 @@ class MetaRLModule(L.LightningModule):
         sample: Callable[[], Any],
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, float]:
-        totals: dict[str, torch.Tensor] = {}
+        history: list[dict[str, torch.Tensor]] = []
         for _ in range(n):
             m = ddpg_update(
                 student,
@@ -296,9 +296,9 @@ class MetaRLModule(L.LightningModule):
                 critic_l2=self.cfg.critic_l2,
                 backward=backward,
             )
-            for k, v in m.items():
-                totals[k] = totals[k] + v if k in totals else v
-        return {k: float(v) / n for k, v in totals.items()}
+            history.append(m)
+        # one reduction per metric and iteration, not one tensor addition per metric and update
+        return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}
 
     def _shape_meta_reward(self, m: float) -> float:
         """Optional baseline / normalization of the meta-reward (both off by default)."""

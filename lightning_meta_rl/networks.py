@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +22,14 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> n
         width = h
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
+
+
+class HostBounds(NamedTuple):
+    """An ActionScale's bounds as float32 numpy arrays, for code that computes actions on the host."""
+
+    low: np.ndarray
+    high: np.ndarray
+    half_range: np.ndarray
 
 
 class ActionScale(nn.Module):
@@ -41,6 +51,7 @@ class ActionScale(nn.Module):
         self.register_buffer("high", hi)
         # (high - low) / 2, used on every action: kept rather than recomputed (not saved; follows .to())
         self.register_buffer("half_range", (hi - lo) / 2, persistent=False)
+        self.host = _host_bounds(lo, hi)
         self.register_load_state_dict_post_hook(_refresh_half_range)
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
@@ -56,9 +67,15 @@ class ActionScale(nn.Module):
 
 
 def _refresh_half_range(scale: ActionScale, incompatible_keys: object) -> None:
-    """After load_state_dict: the kept half range follows the loaded bounds (a module-level function, so
-    that the module still pickles)."""
+    """After load_state_dict: the kept half range and host bounds follow the loaded bounds (a module-level
+    function, so that the module still pickles)."""
     scale.half_range = (scale.high - scale.low) / 2
+    scale.host = _host_bounds(scale.low, scale.high)
+
+
+def _host_bounds(low: torch.Tensor, high: torch.Tensor) -> HostBounds:
+    lo, hi = low.detach().cpu().float(), high.detach().cpu().float()
+    return HostBounds(lo.numpy().copy(), hi.numpy().copy(), ((hi - lo) / 2).numpy())
 
 
 class Actor(nn.Module):

@@ -77,8 +77,14 @@ class Collector:
         self._obs = [None]
         return self._run(policy, max_steps=None, max_episodes=k, seed=seed)
 
-    @torch.no_grad()
     def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
+        rows, returns = self._loop(policy, max_steps, max_episodes, seed)
+        return _packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
+
+    @torch.inference_mode()  # cheaper per call than no_grad; only numpy data leaves it
+    def _loop(
+        self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None
+    ) -> tuple[list[tuple[Any, ...]], list[float]]:
         # Per-step data is kept as numpy rows and turned into tensors once at the end: a tensor op per
         # field per step costs more than the actor's forward pass on these small networks.
         # one tuple per step: (obs, raw action, action, context, reward, next obs, terminated, truncated)
@@ -121,18 +127,23 @@ class Collector:
                     obs_now[i] = None
                 else:
                     obs_now[i] = r.next_obs
-        obs_c, raw_c, act_c, ctx_c, rew_c, next_c, term_c, trunc_c = zip(*rows, strict=True)
-        return Rollout(
-            obs=torch.from_numpy(np.stack(obs_c)),
-            action=torch.from_numpy(np.stack(act_c)),
-            raw_action=torch.from_numpy(np.stack(raw_c)),
-            reward=torch.tensor(rew_c, dtype=torch.float32),
-            next_obs=torch.from_numpy(np.stack(next_c)),
-            terminated=torch.tensor(term_c, dtype=torch.float32),
-            truncated=torch.tensor(trunc_c, dtype=torch.float32),
-            context=None if ctx_c[0] is None else torch.from_numpy(np.stack(ctx_c)),
-            episode_returns=returns,
-        )
+        return rows, returns
+
+
+def _packed(rows: list[tuple[Any, ...]], returns: list[float]) -> Rollout:
+    """The per-step rows of a collection as one Rollout of stacked tensors."""
+    obs_c, raw_c, act_c, ctx_c, rew_c, next_c, term_c, trunc_c = zip(*rows, strict=True)
+    return Rollout(
+        obs=torch.from_numpy(np.stack(obs_c)),
+        action=torch.from_numpy(np.stack(act_c)),
+        raw_action=torch.from_numpy(np.stack(raw_c)),
+        reward=torch.tensor(rew_c, dtype=torch.float32),
+        next_obs=torch.from_numpy(np.stack(next_c)),
+        terminated=torch.tensor(term_c, dtype=torch.float32),
+        truncated=torch.tensor(trunc_c, dtype=torch.float32),
+        context=None if ctx_c[0] is None else torch.from_numpy(np.stack(ctx_c)),
+        episode_returns=returns,
+    )
 
 
 def _to_host(out: Action) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -39,13 +39,14 @@ def test_action_scale_clip(scale: ActionScale) -> None:
     assert torch.equal(out, torch.tensor([[-1.0, 0.5], [3.0, 0.0], [0.5, 0.2]]))
 
 
-def test_action_scale_half_range_follows_loaded_bounds_and_is_not_saved() -> None:
+def test_action_scale_half_range_and_host_bounds_follow_loaded_bounds() -> None:
     scale = ActionScale([-1.0, 0.0], [1.0, 0.5])
     other = ActionScale([-4.0, 2.0], [0.0, 3.0])
     assert "half_range" not in scale.state_dict()  # checkpoints written before it existed still load
     scale.load_state_dict(other.state_dict())
     assert scale.half_range.tolist() == [2.0, 0.5]
     assert scale(torch.tensor([1.0, 1.0])).tolist() == [0.0, 3.0]
+    assert [b.tolist() for b in scale.host] == [[-4.0, 2.0], [0.0, 3.0], [2.0, 0.5]]  # host copies too
 
 
 def test_networks_pickle_and_copy_with_their_action_scale() -> None:
@@ -55,6 +56,7 @@ def test_networks_pickle_and_copy_with_their_action_scale() -> None:
         assert clone.scale.half_range.tolist() == [2.0]
         clone.scale.load_state_dict(ActionScale([0.0], [1.0]).state_dict())
         assert clone.scale.half_range.tolist() == [0.5]
+        assert clone.scale.host.half_range.tolist() == [0.5]
         assert actor.scale.half_range.tolist() == [2.0]
 
 

@@ -97,6 +97,9 @@ def test_noisy_actions_are_clipped_into_asymmetric_bounds(collector: Collector) 
         if policy.exploration.learned:  # the teacher's input is kept for log pi_e
             assert r.context is not None and r.context.shape == (200, 2)
             torch.testing.assert_close(r.context, r.obs)  # meta's context is the (here unnormalized) obs
+        # collected under inference mode, but handed out as ordinary tensors (the teacher's loss backprops)
+        fields = [r.obs, r.action, r.raw_action, r.reward, r.next_obs, r.terminated, r.truncated, r.context]
+        assert not any(t.is_inference() for t in fields if t is not None)
     received = np.stack(collector.runners[0].env.unwrapped.received)
     assert received.shape == (400, 2)
     assert (received >= DRIFT_LOW).all() and (received <= DRIFT_HIGH).all()  # what the env really got

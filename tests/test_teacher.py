@@ -149,6 +149,26 @@ def test_exploration_actions_are_clipped_raw_actions(student: Student, kind: str
     assert exp.learned == (kind in ("meta", "meta_state", "meta_variance"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussian_noise_is_exactly_the_torch_formula(dtype: torch.dtype) -> None:
+    """GaussianNoise computes on the host in numpy; its actions must equal torch's arithmetic bit for bit
+    (the committed benchmark results were produced by the torch version)."""
+    torch.manual_seed(0)
+    # half ranges that are not powers of two, so that a different order of the products rounds differently
+    student = Student(3, ActionScale([-0.3, -1.7], [0.9, 2.2]), [16, 16], False).to(dtype)
+    actor = student.actor
+    obs = torch.randn(64, 3, dtype=dtype)
+    with torch.no_grad():
+        mu = actor(obs)
+    z = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+    scale = actor.scale
+    expected_raw = z * 0.7 * scale.half_range + mu
+    act = GaussianNoise(scale, 0.7).act(obs, student, torch.Generator().manual_seed(5))
+    assert act.raw.dtype == dtype
+    assert torch.equal(act.raw, expected_raw)
+    assert torch.equal(act.executed, torch.clamp(expected_raw, scale.low, scale.high))
+
+
 def test_fixed_noise_has_no_log_prob(student: Student) -> None:
     with pytest.raises(TypeError):
         GaussianNoise(student.actor.scale, 0.2).log_prob(torch.zeros(1, 2), torch.zeros(1, 2))
