@@ -142,7 +142,7 @@ class MetaRLModule(L.LightningModule):
     def training_step(self, batch: int, batch_idx: int) -> None:
         data = self.data
         metrics = self.meta_iteration(data) if self.is_meta else self.ddpg_iteration(data)
-        self._check_finite(metrics, data)
+        self._check_losses(metrics, data)
         self._iteration_metrics = metrics
         # every rank stops together, as soon as one has spent its budget (DDP needs the same step count)
         stop = self.trainer.strategy.reduce_boolean_decision(data.budget_spent, all=False)
@@ -151,20 +151,23 @@ class MetaRLModule(L.LightningModule):
         self._maybe_evaluate(data, last=stop)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Lightning writes step metrics only every log_every_n_steps iterations and on the last one; a
-        # log_dict call costs ~5 ms, so it is made only then. This hook runs after every callback's (a Timer
-        # may have set should_stop there) and before Lightning decides what to write.
-        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]
-        written = every > 0 and ((self.global_step_iterations + 1) % every == 0 or self.trainer.should_stop)
-        if written and self._iteration_metrics:
+        # A log_dict call costs ~5 ms, so it is made only for the iterations whose metrics Lightning writes.
+        # This hook runs after every callback's (a Timer may have set should_stop there).
+        if self._metrics_written(self.trainer.should_stop) and self._iteration_metrics:
             self.log_dict(self._iteration_metrics, on_step=True, prog_bar=False, batch_size=1)
+
+    def _metrics_written(self, last: bool) -> bool:
+        """Whether this iteration's metrics reach the loggers: Lightning writes step metrics every
+        log_every_n_steps iterations and on the last one."""
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]
+        return every > 0 and ((self.global_step_iterations + 1) % every == 0 or last)
 
     def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
         """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
         cfg, start = self.meta_cfg, data.env_steps
         # 1. D0 from the teacher as it is now
         d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
-        gap = self._action_gap(data, d0)
+        gap = self._action_gap(data, d0)  # before the student changes
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
         # 3. D1: pi' rolled out deterministically; R(pi') its mean return
@@ -186,7 +189,7 @@ class MetaRLModule(L.LightningModule):
         self.r_pi = student_rollout.mean_return
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
-            "explore/action_gap": gap,
+            **gap,
             "meta/reward": meta_reward,
             "meta/r_pi_before": r_pi,
             "meta/r_pi_prime": d1.mean_return,
@@ -203,10 +206,10 @@ class MetaRLModule(L.LightningModule):
         d0 = data.collect_steps(
             ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
         )
-        gap = self._action_gap(data, d0)
+        gap = self._action_gap(data, d0)  # before the student changes
         data.add(d0)
         self.last_iteration = IterationRecord(start, data.env_steps, d0)
-        return {**self.student_updates(data), **self._progress(data, d0), "explore/action_gap": gap}
+        return {**self.student_updates(data), **self._progress(data, d0), **gap}
 
     # ------------------------------------------------------------------ the pieces
     def lookahead(self, data: RolloutDataModule, d0: Rollout) -> tuple[Student, dict[str, float]]:
@@ -328,31 +331,48 @@ class MetaRLModule(L.LightningModule):
         return out
 
     @torch.no_grad()
-    def _action_gap(self, data: RolloutDataModule, d0: Rollout) -> float:
-        """Mean distance between the exploratory actions of D0 and the student's mu(s) on the same states,
-        in units of half the action range (0 = no exploration)."""
+    def _action_gap(self, data: RolloutDataModule, d0: Rollout) -> dict[str, float]:
+        """``explore/action_gap``: the mean distance between the exploratory actions of D0 and the student's
+        mu(s) on the same states, in units of half the action range (0 = no exploration).
+
+        A diagnostic for the loggers, so it is computed only when this iteration's metrics will be written
+        (on the last iteration only if D0 used up the budget: later rollouts of the iteration cannot be
+        foreseen, and afterwards the student has changed).
+        """
+        if not self._metrics_written(last=data.budget_spent):
+            return {}
         mu = self.student.actor(data.normalizer(d0.obs).to(self.device)).cpu()
         scale = self.student.actor.scale.half_range.cpu()
-        return float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())
+        return {"explore/action_gap": float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())}
 
-    def _check_finite(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
-        bad = []
-        # one test over all parameters at once (a test per tensor costs ~50 small ops per iteration)
-        with torch.no_grad():
-            finite = bool(torch.isfinite(torch.nn.utils.parameters_to_vector(self.parameters())).all())
-        if not finite:
-            bad += [f"parameter {name}" for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
-        bad += [
+    def _check_losses(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
+        """NaN/inf losses stop training. Parameters are checked before every checkpoint (on_save_checkpoint);
+        between checkpoints a non-finite parameter shows up as a non-finite loss or action within an iteration."""
+        bad = [
             k
             for k, v in metrics.items()
             if k.startswith(("student/", "lookahead/", "teacher/loss")) and not math.isfinite(v)
         ]
         if bad:
-            raise TrainingDiverged(
-                f"Training diverged at iteration {self.global_step_iterations} (env step {data.env_steps}): "
-                f"{', '.join(bad)} became NaN or inf. Lower the learning rates or check the environment's rewards; "
-                f"the last checkpoint written before this point is intact."
+            self._diverged(bad, data.env_steps)
+
+    def _check_parameters(self) -> None:
+        dm = getattr(self._trainer, "datamodule", None)
+        env_steps = dm.env_steps if isinstance(dm, RolloutDataModule) else -1
+        with torch.no_grad():  # one test over all parameters at once, then the names only if one failed
+            finite = bool(torch.isfinite(torch.nn.utils.parameters_to_vector(self.parameters())).all())
+        if not finite:
+            self._diverged(
+                [f"parameter {name}" for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())],
+                env_steps,
             )
+
+    def _diverged(self, what: list[str], env_steps: int) -> None:
+        raise TrainingDiverged(
+            f"Training diverged at iteration {self.global_step_iterations} (env step {env_steps}): "
+            f"{', '.join(what)} became NaN or inf. Lower the learning rates or check the environment's rewards; "
+            f"no checkpoint was written from this state, and the last one written before it is intact."
+        )
 
     @property
     def global_step_iterations(self) -> int:
@@ -394,6 +414,7 @@ class MetaRLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_parameters()  # a checkpoint never holds NaN or inf weights
         state = {
             "r_pi": self.r_pi,
             "steps_credited": self._steps_credited,
