@@ -135,7 +135,7 @@ def wall_clock_split(steps: int, rounds: int) -> list[str]:
     labels = {
         "collect": "collecting D0 (noisy steps)",
         "updates": "student updates (sampling, update, storing rollouts)",
-        "rest": "rest of training_step (action-gap diagnostic, parameter NaN check, ...)",
+        "rest": "rest of training_step (loss checks, action-gap diagnostic on logged iterations, ...)",
         "loop": "Lightning loop, hooks and log_dict (outside training_step)",
         "total": "whole window",
     }
