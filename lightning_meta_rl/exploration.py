@@ -52,8 +52,12 @@ class GaussianNoise(Exploration):
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         # The arithmetic runs in numpy on the host: the collector needs the actions there anyway, and for a
         # handful of numbers numpy's per-call cost is about half of torch's. The operations and their order
-        # are torch's (noise * sigma * half_range + mu, then clamp), so the actions are bit-identical.
-        mean = student.actor(obs).detach().cpu().numpy()
+        # are torch's (noise * sigma * half_range + mu, then clamp), so for float32 and float64 actors the
+        # actions are bit-identical to torch's; half-precision outputs are computed in float32.
+        mean_t = student.actor(obs).detach()
+        if mean_t.dtype not in (torch.float32, torch.float64):
+            mean_t = mean_t.float()
+        mean = mean_t.cpu().numpy()
         raw = torch.randn(mean.shape, generator=generator).numpy().astype(mean.dtype, copy=False)
         bounds = self.scale.host
         raw *= mean.dtype.type(self.sigma)
@@ -72,6 +76,7 @@ class OUNoise(Exploration):
 
     def reset(self, index: int) -> None:
         if self.state is not None:
+            self.state = self.state.clone()  # not in place: the state may come from the collector's inference mode
             self.state[index] = 0.0
 
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:

@@ -86,6 +86,7 @@ class MetaRLModule(L.LightningModule):
         self._fast = False
         self._backward: Callable[[torch.Tensor], None] = self.manual_backward
         self._iteration_metrics: dict[str, float] = {}  # the last iteration's, logged in on_train_batch_end
+        self._logged_keys: set[str] = set()
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -154,7 +155,11 @@ class MetaRLModule(L.LightningModule):
         # A log_dict call costs ~5 ms, so it is made only for the iterations whose metrics Lightning writes.
         # This hook runs after every callback's (a Timer may have set should_stop there).
         if self._metrics_written(self.trainer.should_stop) and self._iteration_metrics:
-            self.log_dict(self._iteration_metrics, on_step=True, prog_bar=False, batch_size=1)
+            # Lightning writes a key's last value again on steps that do not log it: a metric not measured
+            # this iteration (no episode ended in D0, no update, no action gap) is written as NaN instead
+            metrics = dict.fromkeys(self._logged_keys, math.nan) | self._iteration_metrics
+            self._logged_keys.update(metrics)
+            self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
 
     def _metrics_written(self, last: bool) -> bool:
         """Whether this iteration's metrics reach the loggers: Lightning writes step metrics every
@@ -167,7 +172,8 @@ class MetaRLModule(L.LightningModule):
         cfg, start = self.meta_cfg, data.env_steps
         # 1. D0 from the teacher as it is now
         d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
-        gap = self._action_gap(data, d0)  # before the student changes
+        # (on every iteration: the rollouts below may end the run, so whether this one is written is not known yet)
+        gap = {"explore/action_gap": self._action_gap(data, d0)}  # before the student changes
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
         # 3. D1: pi' rolled out deterministically; R(pi') its mean return
@@ -206,7 +212,9 @@ class MetaRLModule(L.LightningModule):
         d0 = data.collect_steps(
             ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
         )
-        gap = self._action_gap(data, d0)  # before the student changes
+        gap = {}  # a diagnostic for the loggers: D0 is this iteration's only rollout, so we know if it is written
+        if self._metrics_written(last=data.budget_spent):
+            gap["explore/action_gap"] = self._action_gap(data, d0)  # before the student changes
         data.add(d0)
         self.last_iteration = IterationRecord(start, data.env_steps, d0)
         return {**self.student_updates(data), **self._progress(data, d0), **gap}
@@ -331,19 +339,12 @@ class MetaRLModule(L.LightningModule):
         return out
 
     @torch.no_grad()
-    def _action_gap(self, data: RolloutDataModule, d0: Rollout) -> dict[str, float]:
-        """``explore/action_gap``: the mean distance between the exploratory actions of D0 and the student's
-        mu(s) on the same states, in units of half the action range (0 = no exploration).
-
-        A diagnostic for the loggers, so it is computed only when this iteration's metrics will be written
-        (on the last iteration only if D0 used up the budget: later rollouts of the iteration cannot be
-        foreseen, and afterwards the student has changed).
-        """
-        if not self._metrics_written(last=data.budget_spent):
-            return {}
+    def _action_gap(self, data: RolloutDataModule, d0: Rollout) -> float:
+        """Mean distance between the exploratory actions of D0 and the student's mu(s) on the same states,
+        in units of half the action range (0 = no exploration)."""
         mu = self.student.actor(data.normalizer(d0.obs).to(self.device)).cpu()
         scale = self.student.actor.scale.half_range.cpu()
-        return {"explore/action_gap": float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())}
+        return float(((d0.raw_action - mu) / scale).norm(dim=-1).mean())
 
     def _check_losses(self, metrics: dict[str, float], data: RolloutDataModule) -> None:
         """NaN/inf losses stop training. Parameters are checked before every checkpoint (on_save_checkpoint);
@@ -369,7 +370,7 @@ class MetaRLModule(L.LightningModule):
 
     def _diverged(self, what: list[str], env_steps: int) -> None:
         raise TrainingDiverged(
-            f"Training diverged at iteration {self.global_step_iterations} (env step {env_steps}): "
+            f"Training diverged (found at iteration {self.global_step_iterations}, env step {env_steps}): "
             f"{', '.join(what)} became NaN or inf. Lower the learning rates or check the environment's rewards; "
             f"no checkpoint was written from this state, and the last one written before it is intact."
         )
@@ -413,6 +414,9 @@ class MetaRLModule(L.LightningModule):
         self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
+    def on_train_end(self) -> None:
+        self._check_parameters()  # the final weights, also when no checkpoint is written
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_parameters()  # a checkpoint never holds NaN or inf weights
         state = {

@@ -75,3 +75,24 @@ def test_table_reports_a_difference_only_with_two_seeds_per_arm() -> None:
     line = next(x for x in table(rows, "cmd").splitlines() if x.startswith("| Pendulum | 50k"))
     assert "| -155 +- 7 (n=2) | -200 +- 0 (n=1) |" in line
     assert "| - |" in line  # one DDPG seed: no interval
+
+
+def test_bit_identical_comparison_notices_any_changed_evaluation_or_weight(tmp_path) -> None:
+    import torch
+    from bit_identical import compare
+
+    def write(root, value: float, weight: float) -> None:
+        run = root / "fit"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "metrics.csv").write_text(
+            f"env_steps,iteration,eval/return,r_pi,wall_time_s\n500.0,1.0,{value},nan,0.3\n"
+        )
+        torch.save({"state_dict": {"w": torch.tensor([1.0, weight])}}, run / "checkpoints" / "last.ckpt")
+
+    write(tmp_path / "a", -1.5, 2.0)
+    write(tmp_path / "b", -1.5, 2.0)
+    assert compare(tmp_path / "a", tmp_path / "b", "fit") == (True, True, 1, 1)
+    write(tmp_path / "c", -1.5, 2.0 + 1e-6)  # one float32 step or so
+    assert compare(tmp_path / "a", tmp_path / "c", "fit")[:2] == (True, False)
+    write(tmp_path / "d", -1.5000001, 2.0)
+    assert compare(tmp_path / "a", tmp_path / "d", "fit")[:2] == (False, True)

@@ -187,6 +187,14 @@ def test_ou_noise_restarts_each_episode(student: Student) -> None:
     assert torch.equal(ou.act(obs, student, g2).raw, first)
 
 
+def test_ou_noise_state_from_the_collector_can_be_reset_outside_it(student: Student) -> None:
+    ou = OUNoise(student.actor.scale, sigma=0.5)
+    with torch.inference_mode():  # as in Collector._loop
+        ou.act(torch.randn(1, 3), student, torch.Generator().manual_seed(0))
+    ou.reset(0)
+    assert ou.state is not None and torch.equal(ou.state, torch.zeros_like(ou.state))
+
+
 def test_ou_noise_restarts_only_the_environment_that_reset(student: Student) -> None:
     ou = OUNoise(student.actor.scale, sigma=0.5)
     obs = torch.randn(3, 3)
