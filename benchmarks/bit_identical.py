@@ -8,7 +8,7 @@ with OU noise and Meta (Variance)), and compares
 - ``metrics.csv``: env steps, iteration, eval/return and R(pi) of every evaluation (not the wall time);
 - the final checkpoint's weights, tensor by tensor, exactly.
 
-    python benchmarks/bit_identical.py --base 251aefb   # writes benchmarks/results/bit_identical.md
+    python benchmarks/bit_identical.py --base 841c74a   # writes benchmarks/results/bit_identical/841c74a.md
 """
 
 from __future__ import annotations
@@ -81,9 +81,10 @@ def git(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="the commit to compare the working tree against")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bit_identical.md")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/bit_identical/<base>.md")
     args = parser.parse_args()
     base_rev = git("rev-parse", "--short", args.base)
+    out = args.out or ROOT / "benchmarks" / "results" / "bit_identical" / f"{args.base}.md"
     head_rev = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain") else "")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -119,8 +120,8 @@ def main() -> None:
     identical = all(r[0] and r[1] for r in results.values())
     lines += ["", "All identical." if identical else "**Some runs differ.**", ""]
     text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
     if not identical:
         raise SystemExit(1)
