@@ -2,7 +2,7 @@
 
 A DDPG update with the default 64-64 networks takes about 1 ms on one CPU thread, sampling included
 (benchmarks/results/profile/profile.md), and Lightning's hook dispatch around its two backwards and two
-optimizer steps adds about 0.16 ms (0.442 against 0.402 ms per env step at 0.25 updates per step:
+optimizer steps adds about 0.16 ms (0.446 against 0.406 ms per env step at 0.25 updates per step:
 ``python benchmarks/throughput.py --lightning-path``).
 With one process, 32-bit precision, no profiler and no callback or module listening to those hooks,
 that dispatch calls nothing, so plain autograd and the raw optimizer give exactly the same result. The step is still counted in
