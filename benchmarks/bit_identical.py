@@ -84,8 +84,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/bit_identical/<base>.md")
     args = parser.parse_args()
     base_rev = git("rev-parse", "--short", args.base)
-    out = args.out or ROOT / "benchmarks" / "results" / "bit_identical" / f"{args.base}.md"
-    head_rev = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain") else "")
+    out = args.out or ROOT / "benchmarks" / "results" / "bit_identical" / f"{base_rev}.md"
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    head_rev = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes to tracked files" if changed else "")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         tree = tmp_path / "base"
@@ -100,8 +101,9 @@ def main() -> None:
                     job.result()
             results = {name: compare(tmp_path / "out_base", tmp_path / "out", name) for name in FITS}
         finally:
-            git("worktree", "remove", "--force", str(tree))
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
             shutil.rmtree(tree, ignore_errors=True)
+            subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
     lines = [
         f"# Training with the working tree ({head_rev}) against {base_rev}",
         "",

@@ -169,17 +169,21 @@ def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
 
 def main(args: ArgsType = None) -> None:
     """Console entry point: user errors become one paragraph on stderr and exit status 2."""
+    code = 1  # an unexpected exception, until cli() returns
     try:
         cli(args)
+        code = 0
     except UserError as exc:
         print(f"lightning-meta-rl: error: {exc}", file=sys.stderr)
+        code = 2
         sys.exit(2)
     finally:
-        _finish_wandb()
+        _finish_wandb(code)
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run (Lightning does not), so the offline directory is complete."""
+def _finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run (Lightning does not), so the offline directory is complete; W&B marks a run with
+    a non-zero exit code as failed."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -53,7 +54,10 @@ class WandbLogger(_LightningWandbLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._guard("log_metrics", super().log_metrics, metrics, step)
+        # NaN means "not measured in this iteration" (MetaRLModule.on_train_batch_end). W&B handles a
+        # missing key natively; a NaN would become the value shown in the run's summary.
+        measured = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+        self._guard("log_metrics", super().log_metrics, measured, step)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:

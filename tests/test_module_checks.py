@@ -38,11 +38,11 @@ def gaps(rows: list[dict[str, str]]) -> dict[float, float]:
 def test_the_action_gap_of_every_written_row_is_the_one_of_its_iteration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arm: list[str]
 ) -> None:
-    calls: list[int] = []
+    calls: list[bool] = []  # one per computed gap: whether D0 had spent the budget
     original = MetaRLModule._action_gap
 
     def spy(self, data, d0):
-        calls.append(1)
+        calls.append(data.budget_spent)
         return original(self, data, d0)
 
     monkeypatch.setattr(MetaRLModule, "_action_gap", spy)
@@ -50,6 +50,7 @@ def test_the_action_gap_of_every_written_row_is_the_one_of_its_iteration(
     iterations = len(calls)
     assert len(every_iteration) == iterations >= 5
     assert iterations % 5 != 0  # so that the last iteration is written only because it is the last
+    assert calls[-1] == (arm is DDPG)  # in the Meta arm, D1 and R(pi), not D0, end the run
     calls.clear()
     every_fifth = gaps(logged_rows(tmp_path / "b", 5, arm))
     # iterations 5, 10, ... and the last one, each with its own value (none stale, none missing)

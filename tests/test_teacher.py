@@ -169,6 +169,20 @@ def test_gaussian_noise_is_exactly_the_torch_formula(dtype: torch.dtype) -> None
     assert torch.equal(act.executed, torch.clamp(expected_raw, scale.low, scale.high))
 
 
+def test_gaussian_noise_of_a_half_precision_actor_is_computed_in_float32() -> None:
+    torch.manual_seed(0)
+    student = Student(3, ActionScale([-0.3, -1.7], [0.9, 2.2]), [16, 16], False).to(torch.bfloat16)
+    obs = torch.randn(8, 3, dtype=torch.bfloat16)
+    with torch.no_grad():
+        mu = student.actor(obs).float()
+    z = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5))
+    scale = ActionScale([-0.3, -1.7], [0.9, 2.2])
+    act = GaussianNoise(student.actor.scale, 0.7).act(obs, student, torch.Generator().manual_seed(5))
+    assert act.raw.dtype == act.executed.dtype == torch.float32
+    assert torch.equal(act.raw, z * 0.7 * scale.half_range + mu)
+    assert torch.equal(act.executed, torch.clamp(act.raw, scale.low, scale.high))
+
+
 def test_fixed_noise_has_no_log_prob(student: Student) -> None:
     with pytest.raises(TypeError):
         GaussianNoise(student.actor.scale, 0.2).log_prob(torch.zeros(1, 2), torch.zeros(1, 2))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import fit, read_metrics
+from conftest import SMOKE, TINY, clear_run_dir_env, fit, read_metrics
 
 from lightning_meta_rl import logger as logger_module
 from lightning_meta_rl.cli import wandb_has_credentials
@@ -176,3 +176,34 @@ def test_wandb_that_cannot_start_falls_back_to_offline(tmp_path: Path, monkeypat
     assert len(offline_runs(run_dir)) == 1
     _, rows = read_metrics(run_dir)
     assert rows
+
+
+def test_metrics_not_measured_are_left_out_of_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN marks a metric an iteration did not measure; W&B gets the key left out instead."""
+    sent: list[dict[str, float]] = []
+    monkeypatch.setattr(logger_module._LightningWandbLogger, "log_metrics", lambda self, m, step=None: sent.append(m))
+    logger = logger_module.WandbLogger(save_dir=str(tmp_path), offline=True)
+    logger.log_metrics({"env_steps": 200.0, "student/critic_loss": float("nan"), "meta/reward": -3.5}, step=1)
+    assert sent == [{"env_steps": 200.0, "meta/reward": -3.5}]
+
+
+def test_a_run_stopped_by_an_error_is_marked_failed_in_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    from lightning_meta_rl.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    real_finish, codes = wandb.finish, []
+
+    def finish(exit_code: int | None = None, **kwargs) -> None:
+        codes.append(exit_code)
+        real_finish(exit_code=exit_code, **kwargs)
+
+    monkeypatch.setattr(wandb, "finish", finish)
+    args = ["fit", "--config", SMOKE, "--run_dir", str(tmp_path / "run"), *TINY]
+    try:
+        with pytest.raises(SystemExit) as exc:  # diverges: a clean error, exit status 2
+            main([*args, "--model.student.critic_lr=1e30", "--model.student.actor_lr=1e30"])
+    finally:
+        clear_run_dir_env()
+    assert exc.value.code == 2 and codes == [2]
