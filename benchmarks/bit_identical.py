@@ -85,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     base_rev = git("rev-parse", "--short", args.base)
     out = args.out or ROOT / "benchmarks" / "results" / "bit_identical" / f"{base_rev}.md"
-    changed = git("status", "--porcelain", "--untracked-files=no")
-    head_rev = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes to tracked files" if changed else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+    head_rev = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes to tracked code" if changed else "")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         tree = tmp_path / "base"
