@@ -155,6 +155,9 @@ class RolloutDataModule(L.LightningDataModule):
         self.pair_rng = torch.Generator().manual_seed(env_seed(self.seed, rank, 5))
         self._ready = True
 
+    def on_exception(self, exception: BaseException) -> None:
+        self.teardown("exception")  # Lightning skips teardown when training stops with an exception
+
     def teardown(self, stage: str) -> None:
         if self._ready:
             for c in (self.train_collector, self.rollout_collector, self.eval_collector):

@@ -140,3 +140,20 @@ def test_seed_everything_true_still_runs(tmp_path: Path) -> None:
 
     assert _int_seed(7) == 7
     assert isinstance(_int_seed(True), int) and isinstance(_int_seed(None), int)
+
+
+def test_environments_are_closed_when_training_stops_with_an_error(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_meta_rl.envs import EnvRunner
+
+    closed: list[EnvRunner] = []
+    real_close = EnvRunner.close
+
+    def close(self: EnvRunner) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(EnvRunner, "close", close)
+    run_main(tmp_path, capsys, "--model.student.critic_lr=1e30", "--model.student.actor_lr=1e30")
+    assert len(closed) == 3  # training, student-rollout and evaluation environments, each once
