@@ -172,8 +172,9 @@ class MetaRLModule(L.LightningModule):
         cfg, start = self.meta_cfg, data.env_steps
         # 1. D0 from the teacher as it is now
         d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
-        # (on every iteration: the rollouts below may end the run, so whether this one is written is not known yet)
-        gap = {"explore/action_gap": self._action_gap(data, d0)}  # before the student changes
+        # the diagnostic on every iteration, before the student changes: the rollouts below may end the run,
+        # so whether this iteration's metrics are written is not known yet
+        gap = self._action_gap(data, d0)
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
         # 3. D1: pi' rolled out deterministically; R(pi') its mean return
@@ -195,7 +196,7 @@ class MetaRLModule(L.LightningModule):
         self.r_pi = student_rollout.mean_return
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
-            **gap,
+            "explore/action_gap": gap,
             "meta/reward": meta_reward,
             "meta/r_pi_before": r_pi,
             "meta/r_pi_prime": d1.mean_return,
