@@ -1,4 +1,5 @@
-"""Checkpoints every N environment steps, written atomically (a kill never leaves a half-written file)."""
+"""Checkpoints every N environment steps, written atomically (a kill never leaves a half-written file), and
+the checks a ``--ckpt_path`` gets before anything is loaded or written."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_meta_rl.errors import UserError
 
 
 class EnvStepCheckpoint(ModelCheckpoint):
@@ -48,3 +51,94 @@ class EnvStepCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("EnvStepCheckpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+
+
+# ---------------------------------------------------------------------------- checks before resuming
+LIGHTNING_KEYWORDS = ("last", "best", "hpc", "registry")  # --ckpt_path values that Lightning resolves itself
+
+
+def resolve_ckpt_path(ckpt_path: str, run_dir: str | None) -> str | None:
+    """The file a ``--ckpt_path`` value names: ``last`` is ``<run_dir>/checkpoints/last.ckpt`` (None when there
+    is none yet: the run then starts fresh, which is how a requeued cluster job resumes); Lightning's other
+    keywords are left to Lightning (None)."""
+    if ckpt_path == "last":
+        if run_dir is None:
+            return None
+        path = os.path.join(run_dir, "checkpoints", "last.ckpt")
+        return path if os.path.isfile(path) else None
+    if ckpt_path in LIGHTNING_KEYWORDS:
+        return None
+    return ckpt_path
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """Open a checkpoint file (memory-mapped: nothing large is read) or raise a UserError that says why not."""
+    import torch
+
+    if not os.path.exists(path):
+        raise UserError(
+            f"Checkpoint file '{path}' does not exist. Give the path of a checkpoint written by a run (its "
+            f"'checkpoints/last.ckpt'), or '--ckpt_path last' with that run's --run_dir."
+        )
+    if os.path.isdir(path):
+        raise UserError(f"--ckpt_path '{path}' is a directory; give the checkpoint file inside it (e.g. last.ckpt).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = text.split(". ")[0].rstrip(".")  # torch's first sentence says what failed
+        raise UserError(
+            f"Checkpoint file '{path}' cannot be read ({first[:160]}): it is truncated, corrupt or not a PyTorch "
+            f"file. Checkpoints are written atomically, so a run that was killed keeps its previous complete "
+            f"one: use the run's checkpoints/last.ckpt, or start a new run without --ckpt_path."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserError(
+            f"'{path}' is a PyTorch file but not a lightning-meta-rl checkpoint (no state_dict and "
+            f"hyper_parameters); give a checkpoints/last.ckpt written by this trainer."
+        )
+    return checkpoint
+
+
+def _value(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _saved_env_id(checkpoint: dict[str, Any]) -> str | None:
+    data_state = checkpoint.get("RolloutDataModule") or {}
+    return (data_state.get("per_rank") or [data_state])[0].get("env_id")
+
+
+def mismatches(checkpoint: dict[str, Any], env_id: str, model: Any) -> list[str]:
+    """What differs between a checkpoint and the run about to load it, in words (empty when they fit).
+    ``model`` is the run's ``model`` config as given (``student.hidden``, ``teacher.kind``, ``teacher.hidden``)."""
+    hp = checkpoint["hyper_parameters"]
+    out: list[str] = []
+    saved_env = _saved_env_id(checkpoint)
+    if saved_env is not None and saved_env != env_id:
+        out.append(f"environment: checkpoint '{saved_env}', this run '{env_id}' (--data.env_id)")
+    for group, key, flag in (
+        ("student", "hidden", "model.student.hidden"),
+        ("teacher", "kind", "model.teacher.kind"),
+        ("teacher", "hidden", "model.teacher.hidden"),
+    ):
+        saved, wanted = _norm(_value(hp.get(group), key)), _norm(_value(_value(model, group), key))
+        if saved is not None and wanted is not None and saved != wanted:
+            out.append(f"{flag}: checkpoint {saved}, this run {wanted}")
+    return out
+
+
+def space_mismatches(checkpoint: dict[str, Any], env_id: str, obs_dim: int, act_dim: int) -> list[str]:
+    """The checkpoint's observation/action sizes against the environment's (checkpoints that predate the
+    stored environment id are caught here)."""
+    hp = checkpoint["hyper_parameters"]
+    dims = (hp.get("obs_dim"), hp.get("act_dim"))
+    if dims == (obs_dim, act_dim):
+        return []
+    return [
+        f"environment spaces: checkpoint observation/action sizes {dims[0]}/{dims[1]}, '{env_id}' has {obs_dim}/{act_dim}"
+    ]

@@ -10,20 +10,30 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from lightning_meta_rl.checkpoint import EnvStepCheckpoint
+from lightning_meta_rl.checkpoint import (
+    EnvStepCheckpoint,
+    mismatches,
+    read_checkpoint,
+    resolve_ckpt_path,
+    space_mismatches,
+)
 from lightning_meta_rl.datamodule import RolloutDataModule
-from lightning_meta_rl.errors import UserError
+from lightning_meta_rl.errors import TrainingDiverged, UserError
 from lightning_meta_rl.module import MetaRLModule
 
 RUN_DIR_ENV = "LIGHTNING_META_RL_RUN_DIR"  # lets DDP's re-launched ranks reuse rank 0's run directory
+_new_run_dir: str | None = None  # the run directory this process is about to create (removed if the start is refused)
 
 
 def wandb_has_credentials() -> bool:
@@ -69,10 +79,27 @@ class MetaRLCLI(LightningCLI):
         )
         for attr in ("obs_dim", "act_dim", "action_low", "action_high"):
             parser.link_arguments(f"data.{attr}", f"model.{attr}", apply_on="instantiate")
+        parser.add_argument(
+            "--torch_threads",
+            type=int | None,
+            default=None,
+            help="Torch's intra-op CPU threads for this process. Default: 1, unless OMP_NUM_THREADS is set (then "
+            "torch follows it). The networks are small: one thread per process is what lets several runs share "
+            "a machine (two runs with 2 threads each on 2 cores were 16x slower than with 1 each); a single "
+            "large run alone on a machine may gain from more.",
+        )
         parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._refuse_max_steps(config)
+        check_accelerator(config.trainer.accelerator)
+        self.threads_note = set_torch_threads(config.torch_threads)
+        trainer = config.trainer
+        several = str(trainer.devices) not in ("1", "auto") or (trainer.num_nodes or 1) > 1
+        if several and trainer.strategy == "auto":
+            # each backward touches one of the three networks: DDP must be told that the others are unused
+            trainer.strategy = "ddp_find_unused_parameters_true"
         run_dir = self._run_dir(config)
         config.run_dir = run_dir
         config.trainer.default_root_dir = run_dir
@@ -87,6 +114,60 @@ class MetaRLCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = run_dir
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except MisconfigurationException as exc:  # Lightning's word on devices, strategies, precision
+            raise UserError(f"Lightning refused the trainer settings: {exc}") from None
+
+    def _refuse_max_steps(self, config: Any) -> None:
+        max_steps = config.trainer.get("max_steps")
+        if self.subcommand == "fit" and max_steps not in (None, -1):
+            raise UserError(
+                f"--trainer.max_steps={max_steps} is refused: Lightning counts optimizer steps (two to three per "
+                f"DDPG update, several hundred per iteration), not environment steps, so it would stop the run "
+                f"at an arbitrary point. Set the budget with --data.total_env_steps (or --trainer.max_time for a "
+                f"wall-clock limit)."
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        """A --ckpt_path that is missing, unreadable or from another set-up is refused, naming what differs,
+        before any state is loaded and before the run writes anything. (Lightning then replaces the model's
+        settings with the checkpoint's hyperparameters, so a resumed run continues with what it started with.)"""
+        self._checkpoint: dict[str, Any] | None = None
+        self._checkpoint_path = ""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        ckpt_path = config.get("ckpt_path")
+        path = None if ckpt_path is None else resolve_ckpt_path(str(ckpt_path), config.get("run_dir"))
+        if path is not None:
+            self._checkpoint, self._checkpoint_path = read_checkpoint(path), path
+            diff = mismatches(self._checkpoint, config.data.env_id, config.model)
+            if subcommand == "fit":  # resuming continues the same run: every difference is refused
+                self._refuse_mismatch(path, diff)
+            else:  # validate / test build the checkpoint's networks; only another environment cannot work
+                self._refuse_mismatch(path, [d for d in diff if d.startswith("environment")])
+                if diff:
+                    print(f"lightning-meta-rl: using the checkpoint's settings ({'; '.join(diff)})", flush=True)
+        super()._parse_ckpt_path()
+
+    def _check_spaces(self) -> None:
+        """The checkpoint's observation and action sizes against the environment's (known once it exists)."""
+        if self._checkpoint is not None and isinstance(self.datamodule, RolloutDataModule):
+            data = self.datamodule
+            self._refuse_mismatch(
+                self._checkpoint_path, space_mismatches(self._checkpoint, data.env_id, data.obs_dim, data.act_dim)
+            )
+
+    @staticmethod
+    def _refuse_mismatch(path: str, diff: list[str]) -> None:
+        if diff:
+            raise UserError(
+                f"Checkpoint '{path}' does not fit this run: {'; '.join(diff)}. Resume with the settings the "
+                f"run was started with (its config.yaml: --config <run_dir>/config.yaml), or start a new run "
+                f"without --ckpt_path."
+            )
 
     def _run_dir(self, config: Any) -> str:
         inherited = os.environ.get(RUN_DIR_ENV)
@@ -111,12 +192,33 @@ class MetaRLCLI(LightningCLI):
                 f"Run directory '{run_dir}' already exists and is not empty; a new run never overwrites an earlier "
                 f"one. Choose another --run_dir, delete that directory, or resume it with --ckpt_path."
             )
+        global _new_run_dir
+        _new_run_dir = None if os.path.exists(run_dir) else run_dir
         os.environ[RUN_DIR_ENV] = run_dir
         return run_dir
+
+    def _start_line(self) -> None:
+        if self.trainer.is_global_zero and isinstance(self.datamodule, RolloutDataModule):
+            teacher = self.model.teacher_cfg.kind if isinstance(self.model, MetaRLModule) else "?"
+            print(
+                f"lightning-meta-rl: {self.subcommand} {self.datamodule.env_id}, teacher {teacher}, "
+                f"{self.threads_note}; run directory: {self.trainer.default_root_dir}",
+                flush=True,
+            )
+
+    def before_validate(self) -> None:
+        self._check_spaces()
+        self._start_line()
+
+    def before_test(self) -> None:
+        self._check_spaces()
+        self._start_line()
 
     def before_fit(self) -> None:
         if isinstance(self.model, MetaRLModule) and isinstance(self.datamodule, RolloutDataModule):
             self.model.check_data(self.datamodule)
+        self._check_spaces()
+        self._start_line()
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.realpath(os.path.join(self.trainer.default_root_dir, "checkpoints"))
@@ -134,6 +236,45 @@ class MetaRLCLI(LightningCLI):
             f"{env_steps} env steps; run directory: {self.trainer.default_root_dir}",
             flush=True,
         )
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """A GPU asked for on a machine that has none is refused in words, before Lightning's traceback."""
+    name = str(getattr(accelerator, "class_path", accelerator)).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+        raise UserError(
+            f"--trainer.accelerator={name} was asked for, but torch sees no CUDA GPU here ({build}). Use "
+            f"--trainer.accelerator=cpu (or auto), or install a CUDA build of torch on a machine with a GPU."
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--trainer.accelerator=mps was asked for, but this machine has no Apple GPU; use cpu or auto.")
+
+
+def set_torch_threads(threads: int | None) -> str:
+    """Give this process a safe number of torch threads; returns how many and why, for the start-up line."""
+    if threads is not None:
+        if threads <= 0:
+            raise UserError(f"--torch_threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+        return f"torch threads {threads} (--torch_threads)"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS)"
+    torch.set_num_threads(1)
+    return "torch threads 1 (default; --torch_threads=N for more)"
+
+
+def _remove_refused_run_dir(exc: UserError) -> None:
+    """A start that was refused leaves nothing behind: the run directory it had begun (config.yaml, a W&B stub)
+    goes. A run that stopped during training (TrainingDiverged) keeps everything it wrote."""
+    global _new_run_dir
+    run_dir, _new_run_dir = _new_run_dir, None
+    if run_dir is None or isinstance(exc, TrainingDiverged) or not os.path.isdir(run_dir):
+        return
+    if os.path.isdir(os.path.join(run_dir, "checkpoints")) and os.listdir(os.path.join(run_dir, "checkpoints")):
+        return  # never delete a checkpoint
+    _finish_wandb(2)  # close W&B's files before they are removed
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -176,6 +317,7 @@ def main(args: ArgsType = None) -> None:
     except UserError as exc:
         print(f"lightning-meta-rl: error: {exc}", file=sys.stderr)
         code = 2
+        _remove_refused_run_dir(exc)
         sys.exit(2)
     finally:
         _finish_wandb(code)

@@ -228,6 +228,7 @@ class RolloutDataModule(L.LightningDataModule):
 
     def _own_state(self) -> dict[str, Any]:
         state = {
+            "env_id": self.env_id,  # read before resuming, to name a mismatched environment (checkpoint.py)
             "env_steps": self.env_steps,
             "normalizer": self.normalizer.state_dict(),
             "rng": {k: getattr(self, k).get_state() for k in ("noise_rng", "sample_rng", "pair_rng")},

@@ -16,15 +16,22 @@ STEP_METRIC = "env_steps"
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's WandbLogger with two changes.
+    """Lightning's WandbLogger with three changes.
 
     - Charts use ``env_steps`` (environment steps so far) as their x-axis instead of the optimizer-step
       counter, which counts three optimizers and means nothing to an RL user.
     - If the run cannot start online (no network, bad credentials) it falls back to offline mode, and a
       failed ``log_*`` call is reported once as a warning; training goes on either way.
+    - The deprecated ``anonymous`` setting is not passed to W&B unless asked for.
     """
 
     _warned = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lightning always passes `anonymous` to wandb.init; W&B >= 0.19 warns about the setting on every run
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
     @property
     @rank_zero_experiment
