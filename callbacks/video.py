@@ -203,7 +203,7 @@ def write_mp4(path: str, frames: list[np.ndarray], fps: float) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.mp4"
     h, w = frames[0].shape[:2]
-    even = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sides
+    even: list[Any] = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sides
     imageio.mimwrite(tmp, even, fps=max(1.0, fps), codec="libx264", macro_block_size=1, quality=7)
     os.replace(tmp, path)
 
