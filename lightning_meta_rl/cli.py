@@ -118,8 +118,10 @@ class MetaRLCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except MisconfigurationException as exc:  # Lightning's word on devices, strategies, precision
-            raise UserError(f"Lightning refused the trainer settings: {exc}") from None
+        except UserError:
+            raise
+        except (MisconfigurationException, ValueError) as exc:  # e.g. Lightning's word on devices, strategies
+            raise UserError(f"Invalid setting, refused before the run started: {exc}") from None
 
     def _refuse_max_steps(self, config: Any) -> None:
         max_steps = config.trainer.get("max_steps")

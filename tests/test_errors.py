@@ -157,3 +157,131 @@ def test_environments_are_closed_when_training_stops_with_an_error(
     monkeypatch.setattr(EnvRunner, "close", close)
     run_main(tmp_path, capsys, "--model.student.critic_lr=1e30", "--model.student.actor_lr=1e30")
     assert len(closed) == 3  # training, student-rollout and evaluation environments, each once
+
+
+# ----------------------------------------------------------------------------- checkpoints, devices, max_steps
+def _nothing_written(path: Path) -> None:
+    assert not path.exists(), f"{path} was left behind: {list(path.rglob('*'))}"
+
+
+def test_missing_checkpoint_is_named_and_nothing_is_written(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--ckpt_path", str(tmp_path / "nothere.ckpt"))
+    assert "nothere.ckpt" in msg and "does not exist" in msg
+    _nothing_written(tmp_path / "run")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign"])
+def test_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path: Path, capsys, damage: str) -> None:
+    import torch
+
+    from conftest import fit
+
+    fit(tmp_path / "good")
+    good = (tmp_path / "good" / "checkpoints" / "last.ckpt").read_bytes()
+    bad = tmp_path / "bad.ckpt"
+    if damage == "truncated":
+        bad.write_bytes(good[: len(good) // 2])
+    elif damage == "garbage":
+        bad.write_text("not a checkpoint\n")
+    else:
+        torch.save({"weights": torch.zeros(3)}, bad)
+    msg = run_main(tmp_path, capsys, "--ckpt_path", str(bad))
+    assert str(bad) in msg
+    assert ("not a lightning-meta-rl checkpoint" in msg) if damage == "foreign" else ("cannot be read" in msg)
+    _nothing_written(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("--data.env_id=InvertedPendulum-v5", "environment: checkpoint 'Pendulum-v1', this run 'InvertedPendulum-v5'"),
+        ("--model.student.hidden=[32,32]", "model.student.hidden: checkpoint [16, 16], this run [32, 32]"),
+        ("--model.teacher.kind=meta_state", "model.teacher.kind: checkpoint meta, this run meta_state"),
+    ],
+)
+def test_resuming_a_mismatched_checkpoint_names_what_differs_and_changes_nothing(
+    tmp_path: Path, capsys, override: str, named: str
+) -> None:
+    from conftest import fit
+
+    run = tmp_path / "run"
+    fit(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    msg = run_main(tmp_path, capsys, "--ckpt_path", "last", override, run_dir=run)
+    assert named in msg and str(run / "checkpoints" / "last.ckpt") in msg
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert after == before  # the run directory is exactly as it was, checkpoint included
+
+
+def test_checkpoint_from_before_env_ids_were_stored_is_caught_by_its_sizes(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from conftest import fit
+
+    fit(tmp_path / "old")
+    ckpt = torch.load(tmp_path / "old" / "checkpoints" / "last.ckpt", weights_only=False)
+    del ckpt["RolloutDataModule"]["env_id"]  # as written by earlier versions
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    msg = run_main(tmp_path, capsys, "--ckpt_path", str(old), "--data.env_id=InvertedPendulum-v5")
+    assert "observation/action sizes 3/1" in msg and "'InvertedPendulum-v5' has 4/1" in msg
+    _nothing_written(tmp_path / "run")
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path: Path) -> None:
+    from conftest import fit
+
+    fit(tmp_path / "run", "--ckpt_path", "last")
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_accelerator_without_a_gpu_is_refused(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--trainer.accelerator=gpu")
+    assert "--trainer.accelerator=gpu" in msg and "no CUDA GPU" in msg and "accelerator=cpu" in msg
+    _nothing_written(tmp_path / "run")
+
+
+def test_lightning_refusing_trainer_settings_is_one_paragraph(tmp_path: Path, capsys) -> None:
+    # Lightning raises MisconfigurationException or ValueError for these when the Trainer is built
+    msg = run_main(tmp_path, capsys, "--trainer.devices=0")
+    assert "devices='0'" in msg and "refused before the run started" in msg
+    _nothing_written(tmp_path / "run")
+
+
+def test_max_steps_is_refused_with_a_pointer_to_the_env_step_budget(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--trainer.max_steps=3")
+    assert "optimizer steps" in msg and "--data.total_env_steps" in msg
+    _nothing_written(tmp_path / "run")
+
+
+def test_a_refused_start_removes_the_run_directory_it_began(tmp_path: Path) -> None:
+    from lightning_meta_rl import cli as cli_module
+    from lightning_meta_rl.errors import ConfigError, TrainingDiverged
+
+    def begun(name: str, checkpoint: bool = False) -> Path:
+        d = tmp_path / name
+        (d / "wandb" / "offline-run-x").mkdir(parents=True)
+        (d / "config.yaml").write_text("seed_everything: 0\n")
+        if checkpoint:
+            (d / "checkpoints").mkdir()
+            (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        cli_module._new_run_dir = str(d)
+        return d
+
+    refused = begun("refused")
+    cli_module._remove_refused_run_dir(ConfigError("bad"))
+    assert not refused.exists()
+    diverged = begun("diverged")
+    cli_module._remove_refused_run_dir(TrainingDiverged("nan"))
+    assert (diverged / "config.yaml").exists()  # a run that trained keeps what it wrote
+    kept = begun("kept", checkpoint=True)
+    cli_module._remove_refused_run_dir(ConfigError("bad"))
+    assert (kept / "checkpoints" / "last.ckpt").exists()  # a checkpoint is never deleted
+
+
+def test_wandb_logger_does_not_pass_the_deprecated_anonymous_setting() -> None:
+    from lightning_meta_rl.logger import WandbLogger
+
+    assert "anonymous" not in WandbLogger(project="p", offline=True)._wandb_init
+    assert WandbLogger(project="p", offline=True, anonymous=True)._wandb_init["anonymous"] == "allow"
