@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DICT_ID, IMAGE_ID, NAN_AFTER, NAN_OBS_ID, NAN_REWARD_ID, SMOKE, TINY, clear_run_dir_env
+import torch
+from conftest import DICT_ID, IMAGE_ID, NAN_AFTER, NAN_OBS_ID, NAN_REWARD_ID, SMOKE, TINY, clear_run_dir_env, fit
 
 from lightning_meta_rl.cli import RUN_DIR_ENV, main
 
@@ -172,10 +173,6 @@ def test_missing_checkpoint_is_named_and_nothing_is_written(tmp_path: Path, caps
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign"])
 def test_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path: Path, capsys, damage: str) -> None:
-    import torch
-
-    from conftest import fit
-
     fit(tmp_path / "good")
     good = (tmp_path / "good" / "checkpoints" / "last.ckpt").read_bytes()
     bad = tmp_path / "bad.ckpt"
@@ -202,8 +199,6 @@ def test_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path: P
 def test_resuming_a_mismatched_checkpoint_names_what_differs_and_changes_nothing(
     tmp_path: Path, capsys, override: str, named: str
 ) -> None:
-    from conftest import fit
-
     run = tmp_path / "run"
     fit(run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
@@ -214,10 +209,6 @@ def test_resuming_a_mismatched_checkpoint_names_what_differs_and_changes_nothing
 
 
 def test_checkpoint_from_before_env_ids_were_stored_is_caught_by_its_sizes(tmp_path: Path, capsys) -> None:
-    import torch
-
-    from conftest import fit
-
     fit(tmp_path / "old")
     ckpt = torch.load(tmp_path / "old" / "checkpoints" / "last.ckpt", weights_only=False)
     del ckpt["RolloutDataModule"]["env_id"]  # as written by earlier versions
@@ -229,8 +220,6 @@ def test_checkpoint_from_before_env_ids_were_stored_is_caught_by_its_sizes(tmp_p
 
 
 def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path: Path) -> None:
-    from conftest import fit
-
     fit(tmp_path / "run", "--ckpt_path", "last")
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
