@@ -50,6 +50,13 @@ class StudentConfig:
             raise ConfigError(f"model.student.hidden needs at least two positive widths, got {list(self.hidden)}")
 
 
+# Meta (Variance)'s default log-std learning rate. Adam moves log-std by at most about this much per step:
+# with a consistent meta-gradient sigma grows about 3x in 100 teacher steps (tests/test_teacher_fixes.py;
+# at the teacher's lr, 1e-3, it grows 4%), while a meta-reward of pure noise moves log-std by about
+# VARIANCE_STD_LR * sqrt(steps), 0.3 in 100 steps (sigma times or divided by 1.35).
+VARIANCE_STD_LR = 0.03
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     """How D0 is generated: a learned teacher (the Meta arm) or fixed noise (the DDPG arm).
@@ -59,8 +66,14 @@ class TeacherConfig:
             ``meta_variance`` (N(mu(s), Sigma), only Sigma learned), or the DDPG baseline's fixed
             ``gaussian`` or ``ou`` noise around mu(s).
         sigma: standard deviation as a fraction of half the action range (initial value when learned).
-        lr: Adam learning rate of the teacher (learned kinds only).
+        lr: Adam learning rate of the teacher (learned kinds only). ``0`` gives the frozen-teacher control:
+            the same protocol (D0, look-ahead, D1, R(pi), the same env steps) with a teacher that never takes
+            a step; the meta-reward and the diagnostics are still computed and logged.
         learn_std: also learn the teacher's log-std (``meta``, ``meta_state``; always on for ``meta_variance``).
+        std_lr: Adam learning rate of the teacher's log-std, when it is learned. Adam moves a parameter by
+            about its learning rate per step, so at ``lr`` (1e-3) and one step per iteration sigma barely
+            moves in a run. Unset: 0.03 (``VARIANCE_STD_LR``) for ``meta_variance`` (sigma is all it learns) and
+            ``lr`` for ``meta`` and ``meta_state`` (unchanged).
         hidden: hidden widths of the teacher's mean network f.
         ou_theta: mean reversion of Ornstein-Uhlenbeck noise.
     """
@@ -71,13 +84,35 @@ class TeacherConfig:
     learn_std: bool = False
     hidden: tuple[int, ...] = (64, 64)
     ou_theta: float = 0.15
+    std_lr: float | None = None
 
     def __post_init__(self) -> None:
-        _positive("teacher", sigma=self.sigma, lr=self.lr, ou_theta=self.ou_theta)
+        _positive("teacher", sigma=self.sigma, ou_theta=self.ou_theta)
+        if self.lr < 0:
+            raise ConfigError(f"model.teacher.lr must be >= 0 (0: a frozen teacher), got {self.lr}")
+        if self.std_lr is not None:
+            _positive("teacher", std_lr=self.std_lr)
+            if self.lr == 0:
+                raise ConfigError(
+                    "model.teacher.std_lr is set but model.teacher.lr is 0: a frozen teacher learns nothing, "
+                    "its log-std included; leave std_lr unset."
+                )
 
     @property
     def learned(self) -> bool:
         return self.kind.startswith("meta")
+
+    @property
+    def frozen(self) -> bool:
+        """A learned kind that never takes a step (the control for whether the teacher's learning matters)."""
+        return self.learned and self.lr == 0
+
+    @property
+    def log_std_lr(self) -> float:
+        """The learning rate the teacher's log-std parameter gets (``std_lr`` with its default filled in)."""
+        if self.std_lr is not None:
+            return self.std_lr
+        return VARIANCE_STD_LR if self.kind == "meta_variance" and self.lr > 0 else self.lr
 
 
 @dataclass(frozen=True)

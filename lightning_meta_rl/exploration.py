@@ -109,6 +109,30 @@ class LearnedTeacher(Exploration):
     def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
         return self.head.log_prob(context, raw_action)
 
+    def refresh_features(self, obs: torch.Tensor, student: Student) -> None:
+        """Called at the end of every iteration with recent (normalized) states and the student that will
+        act in the next D0: ``meta_state`` measures the scale of its Q feature here; the other variants have
+        no feature to scale."""
+
+    def feature_state(self) -> dict[str, float] | None:
+        """Checkpoint state of the input statistics (None: none kept)."""
+        return None
+
+    def load_feature_state(self, state: dict[str, float] | None) -> None:
+        pass
+
+    @torch.no_grad()
+    def mean_spread(self, context: torch.Tensor) -> float:
+        """Std across the given states of the teacher's mean action, in half action ranges, averaged over
+        action dimensions (about 0 for a teacher that acts the same whatever the state)."""
+        mean = self.head.mean(context) / self.scale.half_range
+        return float(mean.std(dim=0, correction=0).mean()) if mean.shape[0] > 1 else math.nan
+
+    @torch.no_grad()
+    def sigma(self) -> float:
+        """The teacher's std in half action ranges, averaged over action dimensions."""
+        return float(self.head.log_std.exp().mean())
+
 
 class MetaTeacher(LearnedTeacher):
     """``meta``: N(f(s; theta_e), Sigma), f an MLP independent of the student."""
@@ -134,7 +158,35 @@ class MetaTeacher(LearnedTeacher):
 
 
 class MetaStateTeacher(MetaTeacher):
-    """``meta_state``: f sees [s, Q(s, mu(s)), mu(s)] with the student's features detached."""
+    """``meta_state``: f sees [s, Q(s, mu(s)), mu(s)] with the student's features detached.
+
+    The features are scaled like the normalized observation: mu(s) lies in [-1, 1] (the action box mapped
+    onto it: centred and divided by half the range) and Q is standardized, (Q - mean) / std, clipped to
+    +-Q_CLIP. Raw Q (-50 to -220 on Pendulum) would swamp the first LayerNorm of f and leave the teacher's
+    mean almost the same in every state.
+
+    The Q statistics are those of the current student on recent states: ``refresh_features`` measures them
+    at the end of each iteration, when the student is final for the next D0, so they follow the critic as
+    it learns (statistics kept over the whole run lag behind a Q that drifts from 0 to -200 and leave an
+    offset that shrinks f's spread much as raw Q does). The context stored in D0 is already scaled, and the
+    statistics do not change between D0 and the teacher step, so log pi_e recomputed from the stored
+    context is the log-probability of the actions f actually produced.
+    """
+
+    Q_CLIP = 5.0
+
+    def __init__(
+        self,
+        obs_dim: int,
+        scale: ActionScale,
+        sigma: float,
+        learn_std: bool,
+        hidden: Sequence[int],
+        layer_norm: bool,
+    ) -> None:
+        super().__init__(obs_dim, scale, sigma, learn_std, hidden, layer_norm)
+        # plain floats, not buffers: saved per rank with the module's other counters (ranks see other states)
+        self.q_mean, self.q_std = 0.0, 1.0
 
     @staticmethod
     def context_width(obs_dim: int, act_dim: int) -> int:
@@ -143,8 +195,22 @@ class MetaStateTeacher(MetaTeacher):
     def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         with torch.no_grad():
             mu = student.actor(obs)
-            q = student.critic(obs, mu)
+            q = ((student.critic(obs, mu) - self.q_mean) / self.q_std).clamp(-self.Q_CLIP, self.Q_CLIP)
         return torch.cat([obs, q.unsqueeze(-1), self.scale.inverse(mu)], dim=-1)
+
+    @torch.no_grad()
+    def refresh_features(self, obs: torch.Tensor, student: Student) -> None:
+        if obs.shape[0] < 2:
+            return
+        q = student.critic(obs, student.actor(obs)).double()
+        self.q_mean, self.q_std = float(q.mean()), float(q.std(correction=0)) + 1e-6
+
+    def feature_state(self) -> dict[str, float] | None:
+        return {"q_mean": self.q_mean, "q_std": self.q_std}
+
+    def load_feature_state(self, state: dict[str, float] | None) -> None:
+        if state is not None:
+            self.q_mean, self.q_std = float(state["q_mean"]), float(state["q_std"])
 
 
 class MetaVarianceTeacher(LearnedTeacher):

@@ -18,6 +18,7 @@ from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.exploration import (
     DeterministicPolicy,
     ExplorationPolicy,
+    LearnedTeacher,
     UniformPolicy,
     build_exploration,
 )
@@ -80,6 +81,8 @@ class MetaRLModule(L.LightningModule):
         self._update_credit = 0.0
         self._next_eval = 0
         self._m_mean, self._m_var = 0.0, 1.0  # running meta-reward statistics (baseline / normalize options)
+        self._teacher_steps = 0  # optimizer steps the teacher has taken (stays 0 for a frozen teacher)
+        self._raw_m_count, self._raw_m_mean, self._raw_m_m2 = 0, 0.0, 0.0  # Welford over every raw m, for meta/snr
         self._t0 = time.perf_counter()
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
         # the student's updates skip Lightning's hook dispatch when nothing listens (fast_path.py); set in on_train_start
@@ -94,6 +97,13 @@ class MetaRLModule(L.LightningModule):
         return self.teacher_cfg.learned
 
     @property
+    def teacher(self) -> LearnedTeacher:
+        """The exploration as a learned teacher (the Meta arm only)."""
+        if not isinstance(self.exploration, LearnedTeacher):
+            raise TypeError(f"the {self.teacher_cfg.kind} exploration is fixed noise, not a learned teacher")
+        return self.exploration
+
+    @property
     def data(self) -> RolloutDataModule:
         dm = self.trainer.datamodule  # type: ignore[attr-defined]
         if not isinstance(dm, RolloutDataModule):
@@ -106,8 +116,20 @@ class MetaRLModule(L.LightningModule):
             make_adam(list(self.student.critic.parameters()), self.cfg.critic_lr),
         ]
         if self.is_meta:
-            opts.append(make_adam(list(self.exploration.parameters()), self.teacher_cfg.lr))
+            opts.append(self._teacher_optimizer())
         return opts
+
+    def _teacher_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the teacher's parameters; the log-std gets its own learning rate where it differs."""
+        cfg = self.teacher_cfg
+        params = list(self.exploration.parameters())
+        log_std = getattr(getattr(self.exploration, "head", None), "log_std", None)
+        if not any(p is log_std for p in params) or cfg.log_std_lr == cfg.lr:
+            return make_adam(params, cfg.lr)  # one group: the faithful teacher's optimizer, as it always was
+        rest = [p for p in params if p is not log_std]
+        groups: list[dict[str, Any]] = [{"params": rest}] if rest else []
+        groups.append({"params": [log_std], "lr": cfg.log_std_lr})
+        return make_adam(groups, cfg.lr)
 
     def setup(self, stage: str) -> None:
         self.check_data(self.data)
@@ -194,6 +216,9 @@ class MetaRLModule(L.LightningModule):
         student_metrics = self.student_updates(data)
         student_rollout = self._rollout_student(data)
         self.r_pi = student_rollout.mean_return
+        # the student and the observation statistics are now those of the next D0: meta_state rescales Q
+        recent = torch.cat([d0.obs, d1.obs, student_rollout.obs])
+        self.teacher.refresh_features(data.normalizer(recent).to(self.device), self.student)
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
             "explore/action_gap": gap,
@@ -250,23 +275,48 @@ class MetaRLModule(L.LightningModule):
         return actor_opt, critic_opt
 
     def teacher_step(self, d0: Rollout, meta_reward: float) -> dict[str, float]:
-        """theta_e <- theta_e + eta * m * grad sum log pi_e(a|s) over D0 (slides eq. 2), via Adam."""
+        """theta_e <- theta_e + eta * m * grad sum log pi_e(a|s) over D0 (slides eq. 2), via Adam.
+
+        A frozen teacher (``teacher.lr = 0``) computes the same loss and diagnostics but takes no step.
+        """
         m = self._shape_meta_reward(meta_reward)
+        self._track_meta_reward(meta_reward)
         assert d0.context is not None, "a learned teacher records its context in D0"
-        log_prob = self.exploration.log_prob(d0.context.to(self.device), d0.raw_action.to(self.device))
+        context = d0.context.to(self.device)
+        log_prob = self.exploration.log_prob(context, d0.raw_action.to(self.device))
         loss = teacher_loss(log_prob, m)
-        opt = self.optimizers()[2]  # type: ignore[index]
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        head = getattr(self.exploration, "head", None)
-        log_std = float(head.log_std.detach().mean()) if head is not None else math.nan
-        return {
+        if not self.teacher_cfg.frozen:
+            opt = self.optimizers()[2]  # type: ignore[index]
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            self._teacher_steps += 1
+        teacher = self.teacher
+        metrics = {
             "teacher/loss": float(loss.detach()),
             "teacher/shaped_reward": m,
-            "teacher/log_std": log_std,
+            "teacher/log_std": float(teacher.head.log_std.detach().mean()),
             "teacher/log_prob": float(log_prob.detach().mean()),
+            # the teacher as it will act in the next D0, on this D0's states
+            "teacher/mean_spread": teacher.mean_spread(context),
+            "teacher/sigma": teacher.sigma(),
+            "teacher/steps": float(self._teacher_steps),
+            "meta/snr": self._meta_reward_snr(),
         }
+        return metrics
+
+    def _track_meta_reward(self, m: float) -> None:
+        """Welford's running mean and variance of the raw meta-reward over every iteration so far."""
+        self._raw_m_count += 1
+        delta = m - self._raw_m_mean
+        self._raw_m_mean += delta / self._raw_m_count
+        self._raw_m_m2 += delta * (m - self._raw_m_mean)
+
+    def _meta_reward_snr(self) -> float:
+        """Running mean / running std of the raw meta-reward (NaN until two values with a spread exist)."""
+        if self._raw_m_count < 2 or self._raw_m_m2 <= 0:
+            return math.nan
+        return self._raw_m_mean / math.sqrt(self._raw_m_m2 / (self._raw_m_count - 1))
 
     def student_updates(self, data: RolloutDataModule) -> dict[str, float]:
         """utd_ratio updates per environment step collected since the last call (same rule in both arms)."""
@@ -428,6 +478,9 @@ class MetaRLModule(L.LightningModule):
             "m_stats": (self._m_mean, self._m_var),
             "history": self.history.state_dict(),
             "exploration_state": getattr(self.exploration, "state", None),  # OU noise
+            "teacher_steps": self._teacher_steps,
+            "meta_reward_welford": (self._raw_m_count, self._raw_m_mean, self._raw_m_m2),
+            "teacher_features": self._teacher_feature_state(),
         }
         checkpoint["meta_rl"] = gather_per_rank(self._trainer, state)
 
@@ -442,3 +495,10 @@ class MetaRLModule(L.LightningModule):
         self.history.load_state_dict(state["history"])
         if hasattr(self.exploration, "state"):
             self.exploration.state = state["exploration_state"]
+        self._teacher_steps = int(state.get("teacher_steps", 0))
+        self._raw_m_count, self._raw_m_mean, self._raw_m_m2 = state.get("meta_reward_welford", (0, 0.0, 0.0))
+        if isinstance(self.exploration, LearnedTeacher):
+            self.exploration.load_feature_state(state.get("teacher_features"))
+
+    def _teacher_feature_state(self) -> dict[str, float] | None:
+        return self.exploration.feature_state() if isinstance(self.exploration, LearnedTeacher) else None
