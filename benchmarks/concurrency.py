@@ -69,6 +69,7 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {a: {"alone": [], "pair": []} for a in arms}
     tmp = Path(tempfile.mkdtemp())
     try:
+        wall([command(tmp / "warmup", 1500, 0, [])])  # untimed: file caches warm before the first timed run
         for r in range(args.repeats):
             for arm, extra in arms.items():
                 d = tmp / f"{arm}_{r}"
@@ -88,7 +89,8 @@ def main() -> None:
         "",
         f"`python benchmarks/concurrency.py --steps {args.steps} --repeats {args.repeats}`: "
         f"`fit --config conf/hopper_ddpg.yaml --data.total_env_steps={args.steps}` (W&B disabled), whole commands "
-        f"with start-up, {cores} cores, medians of {args.repeats} round(s). OMP_NUM_THREADS unset in every arm.",
+        f"with start-up, {cores} cores, medians of {args.repeats} interleaved round(s) after one untimed warm-up "
+        f"run. OMP_NUM_THREADS unset in every arm.",
         "",
         "| arm | threads per process | one alone (s) | two together (s) | two / one (target <= 1.3) |",
         "| --- | --- | --- | --- | --- |",

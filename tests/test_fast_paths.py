@@ -199,3 +199,18 @@ def test_logging_can_be_switched_off(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert not [r for r in rows if r.get("student/updates")]
     assert len([r for r in rows if r.get("eval/return")]) == len(evals) >= 1
+
+
+def test_the_lightning_internals_the_fast_path_relies_on_still_exist(tmp_path: Path) -> None:
+    """fast_path.py uses two private pieces of Lightning. If an upgrade renames them, the fast path would
+    silently turn itself off (slower, still correct); this test makes that loud instead."""
+    import lightning
+
+    c = fit(tmp_path / "a", "--model.teacher.kind=gaussian", *QUIET)
+    optimizers = getattr(c.trainer.strategy, "_lightning_optimizers", None)
+    where = f"lightning {lightning.__version__} changed internals that lightning_meta_rl/fast_path.py uses"
+    assert optimizers, f"{where}: Strategy._lightning_optimizers is gone"
+    for opt in optimizers:
+        for name in ("_on_before_step", "_on_after_step"):
+            assert callable(getattr(opt, name, None)), f"{where}: LightningOptimizer.{name} is gone"
+    assert c.model._fast, f"{where}: the fast path did not engage on a plain one-process run"
