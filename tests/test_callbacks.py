@@ -322,6 +322,7 @@ def test_disabled_progress_bar_drops_the_configured_one(tmp_path: Path, capfd) -
         "MetaRewardStats",
         "StateVisitation",
         "LearningCurve",
+        "EvaluationVideo",
     ]
     assert "env steps:" not in out + err
     _, rows = read_metrics(run_dir)
