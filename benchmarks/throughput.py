@@ -12,6 +12,11 @@ Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of 
 * ``ddpg``: our trainer, teacher kind ``gaussian`` (conf/hopper_ddpg.yaml).
 * ``meta``: our trainer, teacher kind ``meta`` (conf/hopper.yaml); its env steps include D0, D1 and the
   R(pi) rollouts (all counted in the budget), its updates are student + look-ahead updates.
+* ``sb3`` (with ``--sb3``; ``pip install -e ".[bench]"``): Stable-Baselines3's DDPG, the peer, on the same env
+  with the same hidden widths, batch size, gamma, tau, buffer size, warm-up, Gaussian noise scale and
+  update-to-data ratio (``train_freq = d0_steps`` env steps, then ``utd_ratio * d0_steps`` gradient steps,
+  as our loop does). Differences it keeps: one learning rate for actor and critic (the actor's), no
+  LayerNorm, no observation normalization, no critic L2. Timed over the same window (after warm-up).
 * ``ddpg_lightning`` (with ``--lightning-path``): the DDPG arm with a callback that listens to the
   backward and optimizer-step hooks, so every student update goes through ``manual_backward`` and
   ``LightningOptimizer.step`` (lightning_meta_rl/fast_path.py): what skipping them buys.
@@ -30,6 +35,7 @@ Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and `
     python benchmarks/throughput.py            # full: 20000 steps x 3 repeats x 2 settings
     python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
     python benchmarks/throughput.py --lightning-path   # adds the ddpg_lightning arm
+    python benchmarks/throughput.py --sb3              # adds Stable-Baselines3's DDPG (the "bench" extra)
 """
 
 from __future__ import annotations
@@ -222,6 +228,51 @@ def reference_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, 
     return Run(setting, "ref", repeat, done - data.warmup_steps, time.perf_counter() - t0, updates)
 
 
+def sb3_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, repeat: int, steps: int) -> Run:
+    """Stable-Baselines3 DDPG with our settings (see the module docstring for what differs)."""
+    from stable_baselines3 import DDPG
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    model, data = recipe
+    cfg, n = model.cfg, model.meta_cfg.d0_steps
+    env = gym.make(ENV_ID)
+    low, high = env.action_space.low, env.action_space.high
+    noise = NormalActionNoise(np.zeros_like(low), model.teacher_cfg.sigma * (high - low) / 2)
+
+    class SteadyState(BaseCallback):
+        t0: float | None = None
+        steps0 = 0
+
+        def _on_step(self) -> bool:
+            if self.t0 is None and self.num_timesteps >= data.warmup_steps:
+                self.t0, self.steps0 = time.perf_counter(), self.num_timesteps
+            return True
+
+    agent = DDPG(
+        "MlpPolicy",
+        env,
+        learning_rate=cfg.actor_lr,
+        buffer_size=data.buffer_size,
+        learning_starts=data.warmup_steps,
+        batch_size=cfg.batch_size,
+        tau=cfg.tau,
+        gamma=cfg.gamma,
+        train_freq=(n, "step"),
+        gradient_steps=int(model.utd_ratio * n),
+        action_noise=noise,
+        policy_kwargs={"net_arch": list(cfg.hidden)},
+        seed=repeat,
+        device="cpu",
+        verbose=0,
+    )
+    timer = SteadyState()
+    agent.learn(total_timesteps=steps, callback=timer)
+    assert timer.t0 is not None
+    window = steps - timer.steps0
+    return Run(setting, "sb3", repeat, window, time.perf_counter() - timer.t0, int(model.utd_ratio * window))
+
+
 def medians(runs: list[Run], setting: str, arm: str) -> tuple[float, float]:
     rows = [r.row() for r in runs if r.setting == setting and r.arm == arm]
     return statistics.median(r["env_steps_per_s"] for r in rows), statistics.median(r["updates_per_s"] for r in rows)
@@ -239,6 +290,9 @@ def ratio_lines(runs: list[Run], setting: str) -> list[str]:
     if any(r.setting == setting and r.arm == "ddpg_lightning" for r in runs):
         full, _ = medians(runs, setting, "ddpg_lightning")
         lines.append(f"- {setting}: DDPG arm through Lightning's hooks / reference env steps/s = {full / ref:.3f}")
+    if any(r.setting == setting and r.arm == "sb3" for r in runs):
+        peer, _ = medians(runs, setting, "sb3")
+        lines.append(f"- {setting}: DDPG arm / Stable-Baselines3 DDPG env steps/s = {ddpg / peer:.3f}")
     return lines
 
 
@@ -275,6 +329,8 @@ def run_all(settings: list[str], repeats: int, steps: int, arms: tuple[str, ...]
                 gc.collect()
                 if arm == "ref":
                     run = reference_run(recipe, setting, repeat, steps)
+                elif arm == "sb3":
+                    run = sb3_run(recipe, setting, repeat, steps)
                 else:
                     run = trainer_run(setting, arm, repeat, steps)
                 print(f"{setting} {arm} repeat {repeat}: {run.row()['env_steps_per_s']:.0f} env steps/s", flush=True)
@@ -308,12 +364,14 @@ def main() -> None:
     parser.add_argument(
         "--lightning-path", action="store_true", help="add the ddpg_lightning arm (Lightning's hooks on every update)"
     )
+    parser.add_argument("--sb3", action="store_true", help="add Stable-Baselines3's DDPG (pip install -e '.[bench]')")
     args = parser.parse_args()
     steps = args.steps or (3000 if args.quick else 20000)
     repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")
     quiet()
     arms = (*ARMS, "ddpg_lightning") if args.lightning_path else ARMS
+    arms = (*arms, "sb3") if args.sb3 else arms
     runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps, arms)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "throughput.csv")
