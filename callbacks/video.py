@@ -77,6 +77,11 @@ class EvaluationVideo(L.Callback):
         self._failed = False
 
     # ---------------------------------------------------------------- when
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # resumed from a checkpoint without this callback's state: the evaluations before it are not new
+        if self._seen_evals == 0 and isinstance(pl_module, MetaRLModule):
+            self._seen_evals = len(pl_module.history.rows)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not trainer.is_global_zero or not isinstance(pl_module, MetaRLModule):
             return
