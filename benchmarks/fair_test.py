@@ -1,0 +1,214 @@
+"""A fair test of the teacher (issue 12): arms, seeds and statistics, in two stages.
+
+    python benchmarks/fair_test.py --stage development          # seeds 0-4, Pendulum 50k, InvertedPendulum 100k
+    python benchmarks/fair_test.py --stage evaluation --arms ...  # 10 fresh seeds, five tasks (see EVAL_SEEDS)
+    python benchmarks/fair_test.py --stage development --report # only rebuild the report
+
+Every run goes through the real CLI in its own process (one torch thread each, ``--jobs`` at once), logs
+every iteration with a CSVLogger (``teacher/steps``, ``meta/snr``, ``meta/reward``, ...) and is resumable:
+a finished run is never redone, an interrupted one continues from its checkpoint (reproduce.py's runner).
+
+Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
+
+* ``ddpg``: conf/<env>_ddpg.yaml (Gaussian noise);
+* ``frozen``: the faithful protocol with a teacher that never learns (``teacher.lr=0``): the null for
+  "does the teacher's learning matter";
+* ``meta``: the faithful method;
+* ``meta_critic``: the critic meta-reward (``meta.reward=critic``: no D1 or R(pi) rollouts);
+* ``meta_state`` / ``meta_variance``: the fixed variants (standardized Q feature; learnable sigma).
+
+Not yet here: the K-sample look-ahead (``meta.samples``), which the trainer does not have yet.
+
+Statistics use rliable (``pip install -e ".[bench]"``): per task, the IQM of final scores with a 95%
+stratified-bootstrap interval; over tasks, the IQM of min-max normalized scores (each task's scores
+mapped to [0, 1] by the lowest and highest final score of any run of that task, all arms together); the
+probability of improvement of each arm over ``ddpg`` and over ``frozen``, with 95% intervals; and a
+performance profile (``profile_<stage>.png``). Final score = mean eval/return over the last 10% of a run's
+evaluation points (SPEC.md section 3). Seeds are fixed below, before any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_arms import final_score, read_metrics
+from reproduce import ROOT, Job, finished, run_all
+
+DEV_SEEDS = (0, 1, 2, 3, 4)
+EVAL_SEEDS = tuple(range(100, 110))  # fixed before any evaluation run; never used in development
+STAGES = {
+    "development": ({"pendulum": 50_000, "inverted_pendulum": 100_000}, DEV_SEEDS),
+    "evaluation": (
+        {"pendulum": 50_000, "inverted_pendulum": 100_000, "hopper": 300_000, "half_cheetah": 300_000},
+        EVAL_SEEDS,
+    ),
+}
+ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "ddpg": (),
+    "frozen": ("--model.teacher.lr=0",),
+    "meta": (),
+    "meta_critic": ("--model.meta.reward=critic",),
+    "meta_state": ("--model.teacher.kind=meta_state",),
+    "meta_variance": ("--model.teacher.kind=meta_variance",),
+}
+REPS = 20_000  # bootstrap draws
+
+
+def jobs(stage: str, arms: list[str], cap: int | None, n_seeds: int | None = None) -> list[Job]:
+    tasks, seeds = STAGES[stage]
+    seeds = seeds[:n_seeds]
+    return [
+        Job(env, arm, seed, budget if cap is None else min(cap, budget), ARM_OVERRIDES[arm], log_csv=True)
+        for env, budget in tasks.items()
+        for seed in seeds
+        for arm in arms
+    ]
+
+
+def iteration_log(run_dir: Path) -> list[dict[str, str]]:
+    files = sorted((run_dir / "iterations").glob("version_*/metrics.csv"))
+    if not files:
+        return []
+    with open(files[-1], newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "nan")]
+    return values[-1] if values else math.nan
+
+
+def run_row(job: Job, runs: Path) -> dict[str, object]:
+    run_dir = runs / job.name
+    log = iteration_log(run_dir)
+    return {
+        "env": job.env,
+        "arm": job.arm,
+        "seed": job.seed,
+        "final_score": final_score(read_metrics(run_dir)),
+        "teacher_steps": last_value(log, "teacher/steps"),
+        "meta_snr": last_value(log, "meta/snr"),
+        "iterations": len(log),
+    }
+
+
+def score_matrices(rows: list[dict[str, object]], arms: list[str], tasks: list[str]) -> dict[str, np.ndarray]:
+    """arm -> [runs, tasks] of min-max normalized final scores (rliable's layout)."""
+    out: dict[str, np.ndarray] = {}
+    for arm in arms:
+        cols = []
+        for env in tasks:
+            all_scores = [float(r["final_score"]) for r in rows if r["env"] == env]  # type: ignore[arg-type]
+            lo, hi = min(all_scores), max(all_scores)
+            mine = sorted(
+                (r for r in rows if r["env"] == env and r["arm"] == arm),
+                key=lambda r: int(r["seed"]),  # type: ignore[call-overload]
+            )
+            cols.append([(float(r["final_score"]) - lo) / (hi - lo or 1.0) for r in mine])  # type: ignore[arg-type]
+        out[arm] = np.array(cols, dtype=float).T
+    return out
+
+
+def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str]) -> None:
+    done = [j for j in all_jobs if finished(j, runs)]
+    rows = [run_row(j, runs) for j in done]
+    tasks = [t for t in STAGES[stage][0] if all(finished(j, runs) for j in all_jobs if j.env == t)]
+    lines = [
+        f"# Fair test of the teacher, {stage} stage",
+        "",
+        f"`python benchmarks/fair_test.py --stage {stage} --arms {' '.join(arms)}`; {len(done)} of "
+        f"{len(all_jobs)} runs finished; complete tasks: {', '.join(tasks) or 'none'}.",
+        "",
+    ]
+    if tasks:
+        from rliable import library as rly
+        from rliable import metrics
+
+        lines += [
+            "| task | arm | IQM final score [95% CI] | teacher steps | meta-reward SNR |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for env in tasks:
+            raw = {
+                a: np.array([[float(r["final_score"])] for r in rows if r["env"] == env and r["arm"] == a])  # type: ignore[arg-type]
+                for a in arms
+            }
+            point, ci = rly.get_interval_estimates(raw, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
+            for a in arms:
+                mine = [r for r in rows if r["env"] == env and r["arm"] == a]
+                steps = np.nanmedian([float(r["teacher_steps"]) for r in mine])  # type: ignore[arg-type]
+                snr = np.nanmedian([float(r["meta_snr"]) for r in mine])  # type: ignore[arg-type]
+                lines.append(
+                    f"| {env} | {a} | {point[a][0]:.1f} [{ci[a][0][0]:.1f}, {ci[a][1][0]:.1f}] | "
+                    f"{steps:.0f} | {snr:+.3f} |"
+                )
+        scores = score_matrices(rows, arms, tasks)
+        point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
+        lines += ["", "Aggregate over tasks (IQM of min-max normalized scores):", ""]
+        lines += [f"- {a}: {point[a][0]:.3f} [{ci[a][0][0]:.3f}, {ci[a][1][0]:.3f}]" for a in arms]
+        pairs = {f"{a} > {b}": (scores[a], scores[b]) for b in ("ddpg", "frozen") if b in arms for a in arms if a != b}
+        if pairs:
+            prob, prob_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
+            lines += ["", "Probability of improvement, aggregated over tasks [95% CI]:", ""]
+            lines += [
+                f"- P({k}) = {float(prob[k]):.2f} [{float(prob_ci[k][0][0]):.2f}, {float(prob_ci[k][1][0]):.2f}]"
+                for k in pairs
+            ]
+        profile(scores, out / f"profile_{stage}.png")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stage}.md").write_text("\n".join(lines) + "\n")
+    with open(out / f"{stage}_runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["env"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def profile(scores: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    thresholds = np.linspace(0.0, 1.0, 81)
+    dist, dist_ci = rly.create_performance_profile(scores, thresholds, reps=2000)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        dist, thresholds, performance_profile_cis=dist_ci, xlabel="normalized final score tau", ax=ax
+    )
+    ax.legend(handles=ax.get_lines()[: len(scores)], labels=list(scores), loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=list(STAGES), required=True)
+    parser.add_argument("--arms", nargs="+", choices=list(ARM_OVERRIDES), default=list(ARM_OVERRIDES))
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one per core)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fair_test")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap every budget (smoke tests only)")
+    parser.add_argument("--first-seeds", type=int, default=None, help="only the stage's first N seeds (smoke tests)")
+    args = parser.parse_args()
+    runs = args.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    all_jobs = jobs(args.stage, args.arms, args.max_steps, args.first_seeds)
+    todo = [j for j in all_jobs if not finished(j, runs)]
+    if not args.report:
+        run_all(todo, runs, args.jobs, lambda: report(args.stage, all_jobs, runs, args.out, args.arms))
+    report(args.stage, all_jobs, runs, args.out, args.arms)
+    print((args.out / f"{args.stage}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
