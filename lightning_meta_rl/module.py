@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_meta_rl.compiled import CompiledDDPG
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
@@ -42,6 +43,8 @@ class MetaRLModule(L.LightningModule):
         teacher: the exploration: a learned teacher (Meta arm) or fixed noise (DDPG arm).
         meta: Algorithm 1's settings (ignored by the DDPG arm except ``d0_steps``, its steps per iteration).
         utd_ratio: student updates per environment step collected, the same in both arms.
+        compile: compile the pieces of every DDPG update (student and look-ahead) with ``torch.compile``
+            (lightning_meta_rl/compiled.py): faster steady-state updates after a compile start-up cost.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class MetaRLModule(L.LightningModule):
         teacher: TeacherConfig = TeacherConfig(),  # noqa: B008
         meta: MetaConfig = MetaConfig(),  # noqa: B008
         utd_ratio: float = 0.25,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not utd_ratio > 0:
@@ -90,6 +94,8 @@ class MetaRLModule(L.LightningModule):
         self._backward: Callable[[torch.Tensor], None] = self.manual_backward
         self._iteration_metrics: dict[str, float] = {}  # the last iteration's, logged in on_train_batch_end
         self._logged_keys: set[str] = set()
+        # compiled DDPG updates (compiled.py); None: the eager ddpg_update and lookahead_copy
+        self._compiled = CompiledDDPG() if compile else None
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -255,7 +261,8 @@ class MetaRLModule(L.LightningModule):
             student, a_opt, c_opt = self.student, actor_opt, critic_opt
             backward: Callable[[torch.Tensor], None] = self._backward
         else:  # a throw-away copy trained with plain autograd, outside DDP's gradient averaging
-            student, a_opt, c_opt = lookahead_copy(self.student, actor_opt.optimizer, critic_opt.optimizer)
+            copy_student = lookahead_copy if self._compiled is None else self._compiled.lookahead_copy
+            student, a_opt, c_opt = copy_student(self.student, actor_opt.optimizer, critic_opt.optimizer)
             backward = torch.Tensor.backward
         metrics = self._updates(
             student,
@@ -347,8 +354,9 @@ class MetaRLModule(L.LightningModule):
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, float]:
         history: list[dict[str, torch.Tensor]] = []
+        update = ddpg_update if self._compiled is None else self._compiled.update
         for _ in range(n):
-            m = ddpg_update(
+            m = update(
                 student,
                 sample(),
                 actor_opt,

@@ -1,0 +1,142 @@
+"""``--model.compile=true`` (lightning_meta_rl/compiled.py): the compiled DDPG update computes what the eager
+one computes (losses, parameters and Adam state within atol 1e-5 / rtol 1e-5 after a few updates on the
+same batches), the look-ahead copy is reused without recompiling, a short fit evaluates like the eager fit,
+and checkpoints (plain state_dict keys) save and resume.
+
+Each compile costs seconds on CPU, so these tests are few and share their compiled code where they can.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fit, read_metrics
+from torch._dynamo.utils import counters
+
+from lightning_meta_rl.compiled import CompiledDDPG
+from lightning_meta_rl.networks import ActionScale
+from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
+from lightning_meta_rl.types import Batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+# Meta arm on Pendulum: about 500 env steps per iteration (D0 100, D1 and R(pi) one episode each)
+FIT = [*QUIET, "--data.total_env_steps=1800", "--data.eval_every=400"]
+HP = {"gamma": 0.99, "tau": 0.01, "critic_l2": 1e-2}
+
+
+def batches(n: int, obs_dim: int = 5, act_dim: int = 2, size: int = 32, seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Batch(
+            torch.randn(size, obs_dim, generator=g),
+            torch.rand(size, act_dim, generator=g) * 2 - 1,
+            torch.randn(size, generator=g),
+            torch.randn(size, obs_dim, generator=g),
+            (torch.rand(size, generator=g) < 0.1).float(),
+        )
+        for _ in range(n)
+    ]
+
+
+def make_student() -> tuple[Student, torch.optim.Optimizer, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (32, 32), layer_norm=True)
+    return s, make_adam(list(s.actor.parameters()), 1e-3), make_adam(list(s.critic.parameters()), 1e-3)
+
+
+def train(update, student, actor_opt, critic_opt, data: list[Batch]) -> list[dict[str, torch.Tensor]]:
+    return [update(student, b, actor_opt, critic_opt, **HP, backward=torch.Tensor.backward) for b in data]
+
+
+def assert_same_state(a: Student, b: Student, opts_a, opts_b) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, **TOL, msg=name)
+    for oa, ob in zip(opts_a, opts_b, strict=True):
+        for pa, pb in zip(oa.param_groups[0]["params"], ob.param_groups[0]["params"], strict=True):
+            sa, sb = oa.state[pa], ob.state[pb]
+            assert sa.keys() == sb.keys()
+            for k in sa:
+                torch.testing.assert_close(sa[k], sb[k], **TOL, msg=k)
+
+
+def unique_graphs() -> int:
+    return int(counters["stats"]["unique_graphs"])
+
+
+def test_compiled_update_and_lookahead_match_eager_and_do_not_recompile() -> None:
+    eager, e_actor, e_critic = make_student()
+    comp, c_actor, c_critic = copy.deepcopy((eager, e_actor, e_critic))
+    compiled = CompiledDDPG()
+    data = batches(6)
+
+    # the live student: same losses at every update, same parameters and Adam state after them
+    for e, c in zip(
+        train(ddpg_update, eager, e_actor, e_critic, data),
+        train(compiled.update, comp, c_actor, c_critic, data),
+        strict=True,
+    ):
+        for k in e:
+            torch.testing.assert_close(c[k], e[k], **TOL, msg=k)
+    assert_same_state(eager, comp, (e_actor, e_critic), (c_actor, c_critic))
+
+    # look-ahead copies, twice: the compiled one is one reused copy and reuses the compiled code
+    graphs = None
+    for round_ in range(2):
+        e_clone, e_ca, e_cc = lookahead_copy(eager, e_actor, e_critic)
+        c_clone, c_ca, c_cc = compiled.lookahead_copy(comp, c_actor, c_critic)
+        look = batches(4, seed=round_ + 1)
+        train(ddpg_update, e_clone, e_ca, e_cc, look)
+        train(compiled.update, c_clone, c_ca, c_cc, look)
+        assert_same_state(e_clone, c_clone, (e_ca, e_cc), (c_ca, c_cc))
+        # the students themselves are untouched by their look-ahead copies
+        assert_same_state(eager, comp, (e_actor, e_critic), (c_actor, c_critic))
+        if round_ == 0:
+            first_clone = c_clone
+            graphs = unique_graphs()
+        else:
+            assert c_clone is first_clone
+            assert unique_graphs() == graphs, "the second look-ahead copy recompiled"
+        # one more student update between look-aheads, as in Algorithm 1
+        train(ddpg_update, eager, e_actor, e_critic, data[:1])
+        train(compiled.update, comp, c_actor, c_critic, data[:1])
+    assert unique_graphs() == graphs, "student updates after the look-ahead recompiled"
+
+
+def eval_returns(run_dir: Path) -> list[float]:
+    _, rows = read_metrics(run_dir)
+    return [float(r["eval/return"]) for r in rows]
+
+
+def test_compiled_fit_evaluates_like_eager_and_checkpoints_resume(tmp_path: Path) -> None:
+    """Meta arm (student, look-ahead copy and teacher): the same evaluations within a tolerance, plain
+    checkpoint keys, and a resumed compiled run that continues."""
+    eager = fit(tmp_path / "eager", *FIT)
+    comp = fit(tmp_path / "comp", *FIT, "--model.compile=true")
+    assert comp.model._compiled is not None and eager.model._compiled is None
+
+    e_ret, c_ret = eval_returns(tmp_path / "eager"), eval_returns(tmp_path / "comp")
+    assert len(c_ret) == len(e_ret) >= 3
+    assert c_ret == pytest.approx(e_ret, rel=1e-3)  # observed: 1.5e-6
+    for (name, a), (_, b) in zip(eager.model.state_dict().items(), comp.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-3, rtol=1e-3, msg=name)
+
+    ckpt = torch.load(tmp_path / "comp" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not [k for k in ckpt["state_dict"] if "_orig_mod" in k]
+    assert list(ckpt["state_dict"]) == list(
+        torch.load(tmp_path / "eager" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    )
+    assert ckpt["hyper_parameters"]["compile"] is True
+
+    steps = comp.datamodule.env_steps
+    resumed = fit(
+        tmp_path / "comp", *QUIET, "--model.compile=true", "--data.total_env_steps=2800", "--ckpt_path", "last"
+    )
+    assert resumed.datamodule.env_steps >= 2800 > steps
+    after = eval_returns(tmp_path / "comp")
+    assert after[: len(c_ret)] == c_ret and len(after) > len(c_ret)
