@@ -1,7 +1,8 @@
 """``--model.compile=true`` (lightning_meta_rl/compiled.py): the compiled DDPG update computes what the eager
 one computes (losses, parameters and Adam state within atol 1e-5 / rtol 1e-5 after a few updates on the
 same batches), the look-ahead copy is reused without recompiling, a short fit evaluates like the eager fit,
-and checkpoints (plain state_dict keys) save and resume.
+and checkpoints (plain state_dict keys) save and resume. With DDP (slow: two ranks compile), the ranks end
+with identical parameters.
 
 Each compile costs seconds on CPU, so these tests are few and share their compiled code where they can.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fit, read_metrics
+from conftest import ROOT, fit, read_metrics, run_module
 from torch._dynamo.utils import counters
 
 from lightning_meta_rl.compiled import CompiledDDPG
@@ -140,3 +141,33 @@ def test_compiled_fit_evaluates_like_eager_and_checkpoints_resume(tmp_path: Path
     assert resumed.datamodule.env_steps >= 2800 > steps
     after = eval_returns(tmp_path / "comp")
     assert after[: len(c_ret)] == c_ret and len(after) > len(c_ret)
+
+
+@pytest.mark.slow
+def test_ddp_with_compile_keeps_the_ranks_identical(tmp_path: Path) -> None:
+    """Two CPU ranks (as tests/test_ddp.py): compiled losses, gradients averaged by manual_backward."""
+    run_dir = tmp_path / "run"
+    result = run_module(
+        "fit",
+        "--config",
+        "conf/smoke.yaml",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp_find_unused_parameters_true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=ddp_probe.DDPProbe",
+        f"--run_dir={run_dir}",
+        "--model.compile=true",
+        timeout=400,
+        WANDB_MODE="disabled",
+        MASTER_ADDR="127.0.0.1",
+        GLOO_SOCKET_IFNAME="lo",
+        PYTHONPATH=str(ROOT / "tests"),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    probes = [torch.load(run_dir / f"probe_rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert probes[0]["global_step"] == probes[1]["global_step"] > 0
+    for what in ("teacher", "student", "target"):
+        a, b = probes[0][what], probes[1][what]
+        assert a.keys() == b.keys() and a
+        assert not [k for k in a if not torch.equal(a[k], b[k])], what
