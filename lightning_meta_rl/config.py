@@ -130,6 +130,10 @@ class MetaConfig:
         paired_evaluation: measure R(pi) again right before D1 from the same reset seeds as D1
             (common random numbers; one more rollout per iteration).
         stat_momentum: momentum of the running mean/std used by ``baseline`` and ``normalize``.
+        reward: the meta-reward estimator (meta_reward.py). ``return``: R(pi') - R(pi) from rollouts (the
+            paper's); ``critic``: mean Q(s, mu'(s)) - Q(s, mu(s)) under the student's critic on
+            ``critic_states`` states drawn from the replay buffer, with no D1 or R(pi) rollouts (deviation).
+        critic_states: replay states per iteration for the ``critic`` estimator.
     """
 
     d0_steps: int = 200
@@ -140,9 +144,13 @@ class MetaConfig:
     normalize: bool = False
     paired_evaluation: bool = False
     stat_momentum: float = 0.9
+    reward: Literal["return", "critic"] = "return"
+    critic_states: int = 1000
 
     def __post_init__(self) -> None:
-        _positive("meta", d0_steps=self.d0_steps, eval_episodes=self.eval_episodes)
+        _positive("meta", d0_steps=self.d0_steps, eval_episodes=self.eval_episodes, critic_states=self.critic_states)
+        if self.reward == "critic" and self.paired_evaluation:
+            raise ConfigError("model.meta.paired_evaluation pairs rollouts; the critic meta-reward makes none")
         if self.lookahead_updates < 0:
             raise ConfigError(f"model.meta.lookahead_updates must be >= 0, got {self.lookahead_updates}")
         if not 0 <= self.stat_momentum < 1:

@@ -25,6 +25,7 @@ from lightning_meta_rl.exploration import (
 )
 from lightning_meta_rl.fast_path import CountedOptimizer, StudentOptimizer, lightning_is_idle
 from lightning_meta_rl.losses import teacher_loss
+from lightning_meta_rl.meta_reward import critic_improvement
 from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.results import EvalHistory
@@ -164,7 +165,7 @@ class MetaRLModule(L.LightningModule):
             data.add(data.collect_steps(UniformPolicy(self.student.actor.scale, data.noise_rng), data.warmup_steps))
         self._steps_credited = data.env_steps
         self._next_eval = data.eval_every
-        if self.is_meta:
+        if self.is_meta and self.meta_cfg.reward == "return":
             self.r_pi = self._rollout_student(data).mean_return
 
     # ------------------------------------------------------------------ one iteration
@@ -205,32 +206,39 @@ class MetaRLModule(L.LightningModule):
         gap = self._action_gap(data, d0)
         # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
         lookahead, look_metrics = self.lookahead(data, d0)
-        # 3. D1: pi' rolled out deterministically; R(pi') its mean return
-        seed = data.pairing_seed() if cfg.paired_evaluation else None
-        r_pi = self.r_pi
-        if seed is not None:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
-            r_pi = self._rollout_student(data, seed).mean_return
-        d1 = data.collect_episodes(DeterministicPolicy(lookahead.actor), cfg.eval_episodes, seed)
-        # 4. meta-reward
-        meta_reward = d1.mean_return - r_pi
+        if cfg.reward == "critic":  # option: the student's critic judges pi' against pi on replay states, no rollouts
+            d1, r_pi = None, math.nan
+            obs = data.sample(cfg.critic_states, self.device).obs
+            meta_reward = critic_improvement(self.student.critic, self.student.actor, lookahead.actor, obs)
+        else:
+            # 3. D1: pi' rolled out deterministically; R(pi') its mean return
+            seed = data.pairing_seed() if cfg.paired_evaluation else None
+            r_pi = self.r_pi
+            if seed is not None:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
+                r_pi = self._rollout_student(data, seed).mean_return
+            d1 = data.collect_episodes(DeterministicPolicy(lookahead.actor), cfg.eval_episodes, seed)
+            # 4. meta-reward
+            meta_reward = d1.mean_return - r_pi
         # 5. teacher update by the meta-policy gradient
         teacher_metrics = self.teacher_step(d0, meta_reward)
         # 6. D0 and D1 into the replay buffer
         data.add(d0)
-        data.add(d1)
+        if d1 is not None:
+            data.add(d1)
         # 7. student updates on the buffer, then the new R(pi) (its rollout is stored too)
         student_metrics = self.student_updates(data)
-        student_rollout = self._rollout_student(data)
-        self.r_pi = student_rollout.mean_return
+        student_rollout = None if d1 is None else self._rollout_student(data)
+        if student_rollout is not None:
+            self.r_pi = student_rollout.mean_return
         # the student and the observation statistics are now those of the next D0: meta_state rescales Q
-        recent = torch.cat([d0.obs, d1.obs, student_rollout.obs])
+        recent = torch.cat([r.obs for r in (d0, d1, student_rollout) if r is not None])
         self.teacher.refresh_features(data.normalizer(recent).to(self.device), self.student)
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
             "explore/action_gap": gap,
             "meta/reward": meta_reward,
             "meta/r_pi_before": r_pi,
-            "meta/r_pi_prime": d1.mean_return,
+            "meta/r_pi_prime": math.nan if d1 is None else d1.mean_return,
             "meta/r_pi": self.r_pi,
             **look_metrics,
             **teacher_metrics,
