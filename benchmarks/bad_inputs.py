@@ -74,7 +74,9 @@ def main() -> None:
         "conf/smoke.yaml <args>`).",
         "",
         "Every refused case must also leave nothing behind: the last column lists what exists in its run "
-        "directory afterwards (for the resume cases, files that changed in the earlier run's directory).",
+        "directory afterwards, W&B's offline files included (W&B runs offline, as for a user without an "
+        "account); for the resume cases, the files that changed or appeared in the earlier run's directory, "
+        "W&B's excluded.",
         "",
         "| case | arguments | exit | traceback? | last line of stderr | left behind |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -85,7 +87,10 @@ def main() -> None:
             args = [a.replace(key, str(value)) for a in args]
         run_dir = [] if any(a.startswith("--run_dir") for a in args) else [f"--run_dir={tmp / name.replace(' ', '_')}"]
         cmd = [sys.executable, "-m", "lightning_meta_rl", *SMOKE, *args, *run_dir]
-        env = {**os.environ, "WANDB_MODE": "disabled"}
+        env = {
+            **os.environ,
+            "WANDB_MODE": "offline",
+        }  # as a user without a W&B account runs: a refused start must leave no W&B stub
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         last = next((ln for ln in err if "error" in ln.lower()), err[-1] if err else "")

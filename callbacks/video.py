@@ -96,10 +96,9 @@ class EvaluationVideo(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the last evaluation, when the run was stopped by something that decided after this callback ran
-        if trainer.is_global_zero and isinstance(pl_module, MetaRLModule) and pl_module.history.rows:
-            last = pl_module.history.rows[-1]["env_steps"]
-            if last != self._recorded_at:
-                self._record(trainer, pl_module, last, prefix="")
+        rows = pl_module.history.rows if isinstance(pl_module, MetaRLModule) else []
+        if trainer.is_global_zero and rows and rows[-1]["env_steps"] != self._recorded_at:
+            self._record(trainer, pl_module, trainer.datamodule.env_steps, prefix="")  # type: ignore[arg-type,attr-defined]
         self._close()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -209,8 +208,12 @@ def write_mp4(path: str, frames: list[np.ndarray], fps: float) -> None:
     tmp = path + ".tmp.mp4"
     h, w = frames[0].shape[:2]
     even: list[Any] = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sides
-    imageio.mimwrite(tmp, even, fps=max(1.0, fps), codec="libx264", macro_block_size=1, quality=7)
-    os.replace(tmp, path)
+    try:
+        imageio.mimwrite(tmp, even, fps=max(1.0, fps), codec="libx264", macro_block_size=1, quality=7)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _log_video(trainer: L.Trainer, key: str, path: str, env_steps: float) -> None:

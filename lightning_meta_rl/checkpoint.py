@@ -83,7 +83,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     if os.path.isdir(path):
         raise UserError(f"--ckpt_path '{path}' is a directory; give the checkpoint file inside it (e.g. last.ckpt).")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # no pickled code runs
     except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = text.split(". ")[0].rstrip(".")  # torch's first sentence says what failed
@@ -125,6 +125,8 @@ def mismatches(checkpoint: dict[str, Any], env_id: str, model: Any) -> list[str]
         ("student", "hidden", "model.student.hidden"),
         ("teacher", "kind", "model.teacher.kind"),
         ("teacher", "hidden", "model.teacher.hidden"),
+        ("student", "layer_norm", "model.student.layer_norm"),
+        ("teacher", "learn_std", "model.teacher.learn_std"),
     ):
         saved, wanted = _norm(_value(hp.get(group), key)), _norm(_value(_value(model, group), key))
         if saved is not None and wanted is not None and saved != wanted:
@@ -142,3 +144,20 @@ def space_mismatches(checkpoint: dict[str, Any], env_id: str, obs_dim: int, act_
     return [
         f"environment spaces: checkpoint observation/action sizes {dims[0]}/{dims[1]}, '{env_id}' has {obs_dim}/{act_dim}"
     ]
+
+
+def data_mismatches(checkpoint: dict[str, Any], data: Any, world_size: int) -> list[str]:
+    """Data settings a resumed run's state depends on: processes, training environments, buffer capacity."""
+    state = checkpoint.get("RolloutDataModule") or {}
+    per_rank = state.get("per_rank") or [state]
+    out: list[str] = []
+    if len(per_rank) != world_size:
+        out.append(f"training processes: checkpoint {len(per_rank)}, this run {world_size} (--trainer.devices)")
+    first = per_rank[0]
+    runners = ((first.get("collectors") or {}).get("train_collector") or {}).get("runners")
+    if runners is not None and len(runners) != data.num_envs:
+        out.append(f"data.num_envs: checkpoint {len(runners)}, this run {data.num_envs}")
+    capacity = (first.get("buffer") or {}).get("capacity")
+    if capacity is not None and int(capacity) != data.buffer_size:
+        out.append(f"data.buffer_size: checkpoint {int(capacity)}, this run {data.buffer_size}")
+    return out

@@ -23,6 +23,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from lightning_meta_rl.checkpoint import (
     EnvStepCheckpoint,
+    data_mismatches,
     mismatches,
     read_checkpoint,
     resolve_ckpt_path,
@@ -62,7 +63,8 @@ class SaveConfigToRun(SaveConfigCallback):
         # which for a CSV or TensorBoard logger is a version folder inside it)
         os.makedirs(trainer.default_root_dir, exist_ok=True)
         path = os.path.join(trainer.default_root_dir, self.config_filename)
-        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        if not os.path.exists(path):  # a resumed or tested run keeps the config.yaml it was started with
+            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
         if trainer.logger is not None:
             config = self.parser.dump(self.config, skip_none=False, format="yaml")
             trainer.logger.log_hyperparams(yaml.safe_load(config))
@@ -85,7 +87,7 @@ class MetaRLCLI(LightningCLI):
             default=None,
             help="Torch's intra-op CPU threads for this process. Default: 1, unless OMP_NUM_THREADS is set (then "
             "torch follows it). The networks are small: one thread per process is what lets several runs share "
-            "a machine (two runs with 2 threads each on 2 cores were 16x slower than with 1 each); a single "
+            "a machine (two runs with 2 threads each on 2 cores took 5x as long as with 1 each); a single "
             "large run alone on a machine may gain from more.",
         )
         parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
@@ -143,7 +145,13 @@ class MetaRLCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         ckpt_path = config.get("ckpt_path")
         path = None if ckpt_path is None else resolve_ckpt_path(str(ckpt_path), config.get("run_dir"))
+        if path is None and str(ckpt_path) == "last" and subcommand != "fit":
+            raise UserError(
+                f"--ckpt_path last: there is no checkpoint at {config.get('run_dir')}/checkpoints/last.ckpt to "
+                f"{subcommand}. Give the run's --run_dir, or the checkpoint file's path."
+            )
         if path is not None:
+            config.ckpt_path = path  # Lightning looks for 'last' elsewhere in validate/test; the file it is
             self._checkpoint, self._checkpoint_path = read_checkpoint(path), path
             diff = mismatches(self._checkpoint, config.data.env_id, config.model)
             if subcommand == "fit":  # resuming continues the same run: every difference is refused
@@ -155,12 +163,14 @@ class MetaRLCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def _check_spaces(self) -> None:
-        """The checkpoint's observation and action sizes against the environment's (known once it exists)."""
+        """The checkpoint's observation and action sizes against the environment's (known once it exists), and
+        for a resumed fit the data settings its state depends on."""
         if self._checkpoint is not None and isinstance(self.datamodule, RolloutDataModule):
             data = self.datamodule
-            self._refuse_mismatch(
-                self._checkpoint_path, space_mismatches(self._checkpoint, data.env_id, data.obs_dim, data.act_dim)
-            )
+            diff = space_mismatches(self._checkpoint, data.env_id, data.obs_dim, data.act_dim)
+            if self.subcommand == "fit":
+                diff += data_mismatches(self._checkpoint, data, self.trainer.world_size)
+            self._refuse_mismatch(self._checkpoint_path, diff)
 
     @staticmethod
     def _refuse_mismatch(path: str, diff: list[str]) -> None:
@@ -259,10 +269,12 @@ def set_torch_threads(threads: int | None) -> str:
         if threads <= 0:
             raise UserError(f"--torch_threads must be positive, got {threads}")
         torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # DDP's launcher would otherwise pick its own count
         return f"torch threads {threads} (--torch_threads)"
     if os.environ.get("OMP_NUM_THREADS"):
         return f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS)"
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # DDP's launcher would otherwise pick its own count for every rank
     return "torch threads 1 (default; --torch_threads=N for more)"
 
 
@@ -312,6 +324,8 @@ def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
 
 def main(args: ArgsType = None) -> None:
     """Console entry point: user errors become one paragraph on stderr and exit status 2."""
+    global _new_run_dir
+    _new_run_dir = None  # only a directory this call begins may be removed
     code = 1  # an unexpected exception, until cli() returns
     try:
         cli(args)

@@ -194,6 +194,9 @@ def test_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path: P
         ("--data.env_id=InvertedPendulum-v5", "environment: checkpoint 'Pendulum-v1', this run 'InvertedPendulum-v5'"),
         ("--model.student.hidden=[32,32]", "model.student.hidden: checkpoint [16, 16], this run [32, 32]"),
         ("--model.teacher.kind=meta_state", "model.teacher.kind: checkpoint meta, this run meta_state"),
+        ("--model.student.layer_norm=false", "model.student.layer_norm: checkpoint True, this run False"),
+        ("--data.num_envs=2", "data.num_envs: checkpoint 1, this run 2"),
+        ("--data.buffer_size=5000", "data.buffer_size: checkpoint 1000000, this run 5000"),
     ],
 )
 def test_resuming_a_mismatched_checkpoint_names_what_differs_and_changes_nothing(
@@ -274,3 +277,26 @@ def test_wandb_logger_does_not_pass_the_deprecated_anonymous_setting() -> None:
 
     assert "anonymous" not in WandbLogger(project="p", offline=True)._wandb_init
     assert WandbLogger(project="p", offline=True, anonymous=True)._wandb_init["anonymous"] == "allow"
+
+
+def test_a_refused_call_never_removes_the_directory_of_an_earlier_successful_run(tmp_path: Path, capsys) -> None:
+    earlier = tmp_path / "earlier"
+    fit(earlier, "--trainer.enable_checkpointing=false")
+    assert (earlier / "metrics.csv").exists()
+    run_main(tmp_path, capsys, "--trainer.max_steps=3")  # refused before it reaches its own run directory
+    assert (earlier / "metrics.csv").exists() and (earlier / "config.yaml").exists()
+
+
+def test_the_thread_count_is_exported_for_ddp_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_meta_rl.cli import set_torch_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # restored after the test, whatever set_torch_threads writes
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
+    try:
+        assert "torch threads 1" in set_torch_threads(None)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        assert "torch threads 2 (--torch_threads)" in set_torch_threads(2)
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    finally:
+        torch.set_num_threads(before)

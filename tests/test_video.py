@@ -112,11 +112,20 @@ def test_a_failed_recording_warns_once_and_training_goes_on(tmp_path: Path) -> N
 
 
 def test_the_test_subcommand_records_a_checkpoint(tmp_path: Path) -> None:
-    fit(tmp_path / "run")
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    env_steps = int(float(read_metrics(tmp_path / "run")[1][-1]["env_steps"]))
-    out = run_module("test", "--config", SMOKE, "--ckpt_path", str(ckpt), "--run_dir", str(tmp_path / "test"))
+    run = tmp_path / "run"
+    fit(run)
+    config_before = (run / "config.yaml").read_bytes()
+    env_steps = int(float(read_metrics(run)[1][-1]["env_steps"]))
+    out = run_module("test", "--config", SMOKE, "--ckpt_path", "last", "--run_dir", str(run))
     assert out.returncode == 0, out.stderr[-2000:]
-    video = tmp_path / "test" / "videos" / f"test_{env_steps}.mp4"
+    assert f"Loaded model weights from the checkpoint at {run / 'checkpoints' / 'last.ckpt'}" in out.stdout + out.stderr
+    video = run / "videos" / f"test_{env_steps}.mp4"
     assert video.is_file()
     assert video_frame_count(str(video)) == 50  # conf/smoke.yaml keeps 50 frames
+    assert (run / "config.yaml").read_bytes() == config_before  # the run's own config is kept
+
+
+def test_test_with_last_and_no_checkpoint_is_refused(tmp_path: Path) -> None:
+    out = run_module("test", "--config", SMOKE, "--ckpt_path", "last", "--run_dir", str(tmp_path / "none"))
+    assert out.returncode == 2
+    assert "no checkpoint" in out.stderr and "Traceback" not in out.stderr
