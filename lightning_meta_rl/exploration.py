@@ -93,6 +93,7 @@ class LearnedTeacher(Exploration):
     """pi_e(a | s) = N(mean(context), Sigma); what ``context`` is distinguishes the three variants."""
 
     learned = True
+    scaled_features = False  # True where refresh_features measures something (meta_state)
 
     def __init__(self, scale: ActionScale, head: GaussianHead) -> None:
         super().__init__(scale)
@@ -174,19 +175,11 @@ class MetaStateTeacher(MetaTeacher):
     """
 
     Q_CLIP = 5.0
-
-    def __init__(
-        self,
-        obs_dim: int,
-        scale: ActionScale,
-        sigma: float,
-        learn_std: bool,
-        hidden: Sequence[int],
-        layer_norm: bool,
-    ) -> None:
-        super().__init__(obs_dim, scale, sigma, learn_std, hidden, layer_norm)
-        # plain floats, not buffers: saved per rank with the module's other counters (ranks see other states)
-        self.q_mean, self.q_std = 0.0, 1.0
+    scaled_features = True
+    # plain floats, not buffers: saved per rank with the module's other counters (ranks see other states);
+    # these class values are the start, refresh_features sets the instance's own
+    q_mean: float = 0.0
+    q_std: float = 1.0
 
     @staticmethod
     def context_width(obs_dim: int, act_dim: int) -> int:

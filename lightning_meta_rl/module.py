@@ -230,9 +230,9 @@ class MetaRLModule(L.LightningModule):
         student_rollout = None if d1 is None else self._rollout_student(data)
         if student_rollout is not None:
             self.r_pi = student_rollout.mean_return
-        # the student and the observation statistics are now those of the next D0: meta_state rescales Q
-        recent = torch.cat([r.obs for r in (d0, d1, student_rollout) if r is not None])
-        self.teacher.refresh_features(data.normalizer(recent).to(self.device), self.student)
+        if self.teacher.scaled_features:  # the student and observation statistics are now the next D0's
+            recent = torch.cat([r.obs for r in (d0, d1, student_rollout) if r is not None])
+            self.teacher.refresh_features(data.normalizer(recent).to(self.device), self.student)
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
             "explore/action_gap": gap,

@@ -272,3 +272,24 @@ def run_module(*args: str, timeout: float = 240, **env: str) -> subprocess.Compl
         text=True,
         timeout=timeout,
     )
+
+
+def run_ddp_fit(run_dir: Path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``fit`` of conf/smoke.yaml with two gloo CPU ranks and tests/ddp_probe.py's DDPProbe callback."""
+    return run_module(
+        "fit",
+        "--config",
+        "conf/smoke.yaml",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp_find_unused_parameters_true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=ddp_probe.DDPProbe",
+        f"--run_dir={run_dir}",
+        *overrides,
+        timeout=timeout,
+        WANDB_MODE="disabled",
+        MASTER_ADDR="127.0.0.1",
+        GLOO_SOCKET_IFNAME="lo",
+        PYTHONPATH=str(ROOT / "tests"),
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, fit, read_metrics, run_module
+from conftest import fit, read_metrics, run_ddp_fit
 from torch._dynamo.utils import counters
 
 from lightning_meta_rl.compiled import CompiledDDPG
@@ -147,23 +147,7 @@ def test_compiled_fit_evaluates_like_eager_and_checkpoints_resume(tmp_path: Path
 def test_ddp_with_compile_keeps_the_ranks_identical(tmp_path: Path) -> None:
     """Two CPU ranks (as tests/test_ddp.py): compiled losses, gradients averaged by manual_backward."""
     run_dir = tmp_path / "run"
-    result = run_module(
-        "fit",
-        "--config",
-        "conf/smoke.yaml",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-        "--trainer.strategy=ddp_find_unused_parameters_true",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.callbacks+=ddp_probe.DDPProbe",
-        f"--run_dir={run_dir}",
-        "--model.compile=true",
-        timeout=400,
-        WANDB_MODE="disabled",
-        MASTER_ADDR="127.0.0.1",
-        GLOO_SOCKET_IFNAME="lo",
-        PYTHONPATH=str(ROOT / "tests"),
-    )
+    result = run_ddp_fit(run_dir, "--model.compile=true", timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     probes = [torch.load(run_dir / f"probe_rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert probes[0]["global_step"] == probes[1]["global_step"] > 0

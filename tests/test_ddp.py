@@ -10,31 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_module
+from conftest import read_metrics, run_ddp_fit
 
-HERE = Path(__file__).resolve().parent
 SUMMARY = "lightning-meta-rl: final eval/return"
 
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    result = run_module(
-        "fit",
-        "--config",
-        "conf/smoke.yaml",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-        "--trainer.strategy=ddp_find_unused_parameters_true",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.callbacks+=ddp_probe.DDPProbe",
-        f"--run_dir={run_dir}",
-        timeout=240,
-        WANDB_MODE="disabled",
-        MASTER_ADDR="127.0.0.1",
-        GLOO_SOCKET_IFNAME="lo",
-        PYTHONPATH=str(HERE),
-    )
+    result = run_ddp_fit(run_dir)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count(SUMMARY) == 1, result.stdout[-4000:]  # rank 0 only
     return run_dir
