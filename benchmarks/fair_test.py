@@ -15,9 +15,10 @@ Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
   "does the teacher's learning matter";
 * ``meta``: the faithful method;
 * ``meta_critic``: the critic meta-reward (``meta.reward=critic``: no D1 or R(pi) rollouts);
-* ``meta_state`` / ``meta_variance``: the fixed variants (standardized Q feature; learnable sigma).
-
-Not yet here: the K-sample look-ahead (``meta.samples``), which the trainer does not have yet.
+* ``meta_state`` / ``meta_variance``: the fixed variants (standardized Q feature; learnable sigma);
+* ``meta_k5``: five D0 segments per teacher step, five look-ahead students as one batched update, a
+  leave-one-out baseline (``meta.samples=5``), with the paper's return meta-reward;
+* ``meta_critic_k5``: both, the critic meta-reward with five samples.
 
 Statistics use rliable (``pip install -e ".[bench]"``): per task, the IQM of final scores with a 95%
 stratified-bootstrap interval; over tasks, the IQM of min-max normalized scores (each task's scores
@@ -57,6 +58,8 @@ ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
     "meta_critic": ("--model.meta.reward=critic",),
     "meta_state": ("--model.teacher.kind=meta_state",),
     "meta_variance": ("--model.teacher.kind=meta_variance",),
+    "meta_k5": ("--model.meta.samples=5",),
+    "meta_critic_k5": ("--model.meta.reward=critic", "--model.meta.samples=5"),
 }
 REPS = 20_000  # bootstrap draws
 

@@ -134,6 +134,10 @@ class MetaConfig:
             paper's); ``critic``: mean Q(s, mu'(s)) - Q(s, mu(s)) under the student's critic on
             ``critic_states`` states drawn from the replay buffer, with no D1 or R(pi) rollouts (deviation).
         critic_states: replay states per iteration for the ``critic`` estimator.
+        samples: K, the teacher's samples per step (deviation when above 1): K D0 segments of ``d0_steps``
+            each, K look-ahead students trained as one batched update (ensemble.py), K meta-rewards, and a
+            leave-one-out baseline (each meta-reward against the mean of the other K - 1) in the teacher's
+            step. With the ``return`` estimator every look-ahead is rolled out (K D1s, all counted).
     """
 
     d0_steps: int = 200
@@ -146,9 +150,26 @@ class MetaConfig:
     stat_momentum: float = 0.9
     reward: Literal["return", "critic"] = "return"
     critic_states: int = 1000
+    samples: int = 1
 
     def __post_init__(self) -> None:
-        _positive("meta", d0_steps=self.d0_steps, eval_episodes=self.eval_episodes, critic_states=self.critic_states)
+        _positive(
+            "meta",
+            d0_steps=self.d0_steps,
+            eval_episodes=self.eval_episodes,
+            critic_states=self.critic_states,
+            samples=self.samples,
+        )
+        if self.samples > 1 and self.lookahead == "inplace":
+            raise ConfigError(
+                f"model.meta.samples={self.samples} trains {self.samples} look-ahead copies; "
+                "model.meta.lookahead=inplace has only the one live student. Use lookahead=copy."
+            )
+        if self.samples > 1 and self.baseline:
+            raise ConfigError(
+                f"model.meta.samples={self.samples} already subtracts a leave-one-out baseline from each "
+                "meta-reward; model.meta.baseline (a running mean) would subtract a second one. Leave it off."
+            )
         if self.reward == "critic" and self.paired_evaluation:
             raise ConfigError("model.meta.paired_evaluation pairs rollouts; the critic meta-reward makes none")
         if self.lookahead_updates < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from lightning_meta_rl.compiled import CompiledDDPG
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.ensemble import StackedLookahead, leave_one_out, stack_batches
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.exploration import (
     DeterministicPolicy,
@@ -26,7 +28,7 @@ from lightning_meta_rl.exploration import (
 from lightning_meta_rl.fast_path import CountedOptimizer, StudentOptimizer, lightning_is_idle
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.meta_reward import critic_improvement
-from lightning_meta_rl.networks import ActionScale
+from lightning_meta_rl.networks import ActionScale, Actor
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.results import EvalHistory
 from lightning_meta_rl.student import Optimizer, Student, ddpg_update, lookahead_copy, make_adam
@@ -197,42 +199,49 @@ class MetaRLModule(L.LightningModule):
         return every > 0 and ((self.global_step_iterations + 1) % every == 0 or last)
 
     def meta_iteration(self, data: RolloutDataModule) -> dict[str, float]:
-        """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7)."""
+        """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7), with K = ``meta.samples`` teacher samples
+        (K = 1: the paper's method; above 1 every step below runs once per sample)."""
         cfg, start = self.meta_cfg, data.env_steps
-        # 1. D0 from the teacher as it is now
-        d0 = data.collect_steps(ExplorationPolicy(self.exploration, self.student, data.noise_rng), cfg.d0_steps)
+        # 1. D0 from the teacher as it is now: K segments of d0_steps
+        policy = ExplorationPolicy(self.exploration, self.student, data.noise_rng)
+        segments = [data.collect_steps(policy, cfg.d0_steps) for _ in range(cfg.samples)]
+        d0 = Rollout.concat(segments)
         # the diagnostic on every iteration, before the student changes: the rollouts below may end the run,
         # so whether this iteration's metrics are written is not known yet
         gap = self._action_gap(data, d0)
-        # 2. look-ahead student pi' = DDPG(pi, D0), trained by the same update as the student
-        lookahead, look_metrics = self.lookahead(data, d0)
+        # 2. look-ahead students pi'_k = DDPG(pi, D0_k), trained by the same update as the student
+        lookahead_actors, look_metrics = self.lookahead_actors(data, segments)
+        d1s: list[Rollout] = []
         if cfg.reward == "critic":  # option: the student's critic judges pi' against pi on replay states, no rollouts
-            d1, r_pi = None, math.nan
+            r_pi = math.nan
             obs = data.sample(cfg.critic_states, self.device).obs
-            meta_reward = critic_improvement(self.student.critic, self.student.actor, lookahead.actor, obs)
+            meta_rewards = [
+                critic_improvement(self.student.critic, self.student.actor, a, obs) for a in lookahead_actors
+            ]
         else:
-            # 3. D1: pi' rolled out deterministically; R(pi') its mean return
+            # 3. D1: each pi'_k rolled out deterministically; R(pi'_k) its mean return
             seed = data.pairing_seed() if cfg.paired_evaluation else None
             r_pi = self.r_pi
             if seed is not None:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
                 r_pi = self._rollout_student(data, seed).mean_return
-            d1 = data.collect_episodes(DeterministicPolicy(lookahead.actor), cfg.eval_episodes, seed)
-            # 4. meta-reward
-            meta_reward = d1.mean_return - r_pi
+            d1s = [data.collect_episodes(DeterministicPolicy(a), cfg.eval_episodes, seed) for a in lookahead_actors]
+            # 4. meta-rewards
+            meta_rewards = [d1.mean_return - r_pi for d1 in d1s]
         # 5. teacher update by the meta-policy gradient
-        teacher_metrics = self.teacher_step(d0, meta_reward)
+        teacher_metrics = self.teacher_step(segments, meta_rewards)
         # 6. D0 and D1 into the replay buffer
-        data.add(d0)
-        if d1 is not None:
-            data.add(d1)
+        for rollout in (*segments, *d1s):
+            data.add(rollout)
         # 7. student updates on the buffer, then the new R(pi) (its rollout is stored too)
         student_metrics = self.student_updates(data)
-        student_rollout = None if d1 is None else self._rollout_student(data)
+        student_rollout = None if not d1s else self._rollout_student(data)
         if student_rollout is not None:
             self.r_pi = student_rollout.mean_return
         if self.teacher.scaled_features:  # the student and observation statistics are now the next D0's
-            recent = torch.cat([r.obs for r in (d0, d1, student_rollout) if r is not None])
+            recent = torch.cat([r.obs for r in (d0, *d1s, student_rollout) if r is not None])
             self.teacher.refresh_features(data.normalizer(recent).to(self.device), self.student)
+        d1 = Rollout.concat(d1s) if d1s else None
+        meta_reward = sum(meta_rewards) / len(meta_rewards)
         self.last_iteration = IterationRecord(start, data.env_steps, d0, d1, student_rollout, meta_reward=meta_reward)
         return {
             "explore/action_gap": gap,
@@ -282,6 +291,29 @@ class MetaRLModule(L.LightningModule):
         )
         return student, {f"lookahead/{k}": v for k, v in metrics.items()}
 
+    def lookahead_actors(
+        self, data: RolloutDataModule, segments: list[Rollout]
+    ) -> tuple[list[Actor], dict[str, float]]:
+        """The actors of the look-ahead students, one per D0 segment: one copy (the paper's) or K as one batch."""
+        if len(segments) == 1:
+            student, metrics = self.lookahead(data, segments[0])
+            return [student.actor], metrics
+        return self.batched_lookahead(data, segments)
+
+    def batched_lookahead(
+        self, data: RolloutDataModule, segments: list[Rollout]
+    ) -> tuple[list[Actor], dict[str, float]]:
+        """K look-ahead students, member k trained on minibatches of D0 segment k, as one batched update."""
+        actor_opt, critic_opt = self._student_optimizers()
+        stack = StackedLookahead(self.student, len(segments), actor_opt.optimizer, critic_opt.optimizer)
+        cfg = self.cfg
+        history = []
+        for _ in range(self.meta_cfg.lookahead_updates):
+            batch = stack_batches([data.sample_rollout(s, cfg.batch_size, self.device) for s in segments])
+            history.append(stack.update(batch, gamma=cfg.gamma, tau=cfg.tau, critic_l2=cfg.critic_l2))
+        actors = [stack.member_actor(k) for k in range(len(segments))]
+        return actors, {f"lookahead/{k}": v for k, v in _mean_metrics(history).items()}
+
     def _student_optimizers(self) -> tuple[StudentOptimizer, StudentOptimizer]:
         """Actor and critic optimizers: Lightning's, or counted raw ones when nothing listens (fast_path.py)."""
         actor_opt, critic_opt = self.optimizers()[:2]  # type: ignore[index]
@@ -289,17 +321,23 @@ class MetaRLModule(L.LightningModule):
             return CountedOptimizer(actor_opt), CountedOptimizer(critic_opt)
         return actor_opt, critic_opt
 
-    def teacher_step(self, d0: Rollout, meta_reward: float) -> dict[str, float]:
+    def teacher_step(self, segments: list[Rollout], meta_rewards: list[float]) -> dict[str, float]:
         """theta_e <- theta_e + eta * m * grad sum log pi_e(a|s) over D0 (slides eq. 2), via Adam.
 
-        A frozen teacher (``teacher.lr = 0``) computes the same loss and diagnostics but takes no step.
+        With K segments, segment k's log-likelihood is weighted by its meta-reward less the mean of the other
+        K - 1 (a leave-one-out baseline), and the K terms are averaged. A frozen teacher (``teacher.lr = 0``)
+        computes the same loss and diagnostics but takes no step.
         """
-        m = self._shape_meta_reward(meta_reward)
-        self._track_meta_reward(meta_reward)
-        assert d0.context is not None, "a learned teacher records its context in D0"
-        context = d0.context.to(self.device)
-        log_prob = self.exploration.log_prob(context, d0.raw_action.to(self.device))
-        loss = teacher_loss(log_prob, m)
+        advantages = self._advantages(meta_rewards)
+        for m in meta_rewards:
+            self._track_meta_reward(m)
+        contexts = [s.context for s in segments]
+        assert all(c is not None for c in contexts), "a learned teacher records its context in D0"
+        context = torch.cat(contexts).to(self.device)  # type: ignore[arg-type]
+        raw_action = torch.cat([s.raw_action for s in segments]).to(self.device)
+        log_prob = self.exploration.log_prob(context, raw_action)
+        per_segment = torch.split(log_prob, [len(s) for s in segments])
+        loss = torch.stack([teacher_loss(lp, a) for lp, a in zip(per_segment, advantages, strict=True)]).mean()
         if not self.teacher_cfg.frozen:
             opt = self.optimizers()[2]  # type: ignore[index]
             opt.zero_grad()
@@ -309,7 +347,6 @@ class MetaRLModule(L.LightningModule):
         teacher = self.teacher
         metrics = {
             "teacher/loss": float(loss.detach()),
-            "teacher/shaped_reward": m,
             "teacher/log_std": float(teacher.head.log_std.detach().mean()),
             "teacher/log_prob": float(log_prob.detach().mean()),
             # the teacher as it will act in the next D0, on this D0's states
@@ -318,7 +355,24 @@ class MetaRLModule(L.LightningModule):
             "teacher/steps": float(self._teacher_steps),
             "meta/snr": self._meta_reward_snr(),
         }
+        if len(meta_rewards) == 1:
+            metrics["teacher/shaped_reward"] = advantages[0]
+        else:  # the spread of the K meta-rewards is what the leave-one-out advantages are made of
+            metrics["meta/reward_spread"] = statistics.pstdev(meta_rewards)
         return metrics
+
+    def _advantages(self, meta_rewards: list[float]) -> list[float]:
+        """What multiplies each segment's log-likelihood: the shaped meta-reward (K = 1) or the leave-one-out
+        advantage (K > 1), divided by the running std if ``meta.normalize``."""
+        if len(meta_rewards) == 1:
+            return [self._shape_meta_reward(meta_rewards[0])]
+        advantages = leave_one_out(meta_rewards)
+        if self.meta_cfg.normalize:
+            scale = math.sqrt(self._m_var) + 1e-8
+            advantages = [a / scale for a in advantages]
+            for m in meta_rewards:
+                self._update_m_stats(m)
+        return advantages
 
     def _track_meta_reward(self, m: float) -> None:
         """Welford's running mean and variance of the raw meta-reward over every iteration so far."""
@@ -375,8 +429,7 @@ class MetaRLModule(L.LightningModule):
                 backward=backward,
             )
             history.append(m)
-        # one reduction per metric and iteration, not one tensor addition per metric and update
-        return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}
+        return _mean_metrics(history)
 
     def _shape_meta_reward(self, m: float) -> float:
         """Optional baseline / normalization of the meta-reward (both off by default)."""
@@ -387,11 +440,15 @@ class MetaRLModule(L.LightningModule):
         if cfg.normalize:
             shaped /= math.sqrt(self._m_var) + 1e-8
         if cfg.baseline or cfg.normalize:
-            beta = cfg.stat_momentum
-            delta = m - self._m_mean
-            self._m_mean += (1 - beta) * delta
-            self._m_var = beta * self._m_var + (1 - beta) * delta * delta
+            self._update_m_stats(m)
         return shaped
+
+    def _update_m_stats(self, m: float) -> None:
+        """The exponential running mean and variance that ``meta.baseline`` and ``meta.normalize`` use."""
+        beta = self.meta_cfg.stat_momentum
+        delta = m - self._m_mean
+        self._m_mean += (1 - beta) * delta
+        self._m_var = beta * self._m_var + (1 - beta) * delta * delta
 
     def _rollout_student(self, data: RolloutDataModule, seed: int | None = None) -> Rollout:
         """R(pi) rollout of the live student: counted, and stored in the buffer."""
@@ -518,3 +575,8 @@ class MetaRLModule(L.LightningModule):
 
     def _teacher_feature_state(self) -> dict[str, float] | None:
         return self.exploration.feature_state() if isinstance(self.exploration, LearnedTeacher) else None
+
+
+def _mean_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Each metric's mean over an iteration's updates: one reduction per metric, not one addition per update."""
+    return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}

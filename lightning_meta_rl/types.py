@@ -45,6 +45,24 @@ class Rollout:
     def __len__(self) -> int:
         return int(self.reward.shape[0])
 
+    @staticmethod
+    def concat(rollouts: list[Rollout]) -> Rollout:
+        """Several rollouts as one, in order (the K D0 segments or D1s of one iteration)."""
+        if len(rollouts) == 1:
+            return rollouts[0]
+        contexts = [r.context for r in rollouts]
+        return Rollout(
+            obs=torch.cat([r.obs for r in rollouts]),
+            action=torch.cat([r.action for r in rollouts]),
+            raw_action=torch.cat([r.raw_action for r in rollouts]),
+            reward=torch.cat([r.reward for r in rollouts]),
+            next_obs=torch.cat([r.next_obs for r in rollouts]),
+            terminated=torch.cat([r.terminated for r in rollouts]),
+            truncated=torch.cat([r.truncated for r in rollouts]),
+            context=None if any(c is None for c in contexts) else torch.cat(contexts),  # type: ignore[arg-type]
+            episode_returns=[x for r in rollouts for x in r.episode_returns],
+        )
+
     @property
     def mean_return(self) -> float:
         """Mean return of the episodes that ended inside this rollout (NaN if none did)."""

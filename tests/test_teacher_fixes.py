@@ -246,7 +246,7 @@ def test_meta_variance_sigma_at_least_doubles_in_100_teacher_steps(tmp_path: Pat
     for _ in range(100):
         d0 = data.collect_steps(ExplorationPolicy(teacher, model.student, data.noise_rng), 100)
         z = (d0.raw_action - d0.context) / teacher.head.std().detach()
-        out = model.teacher_step(d0, float(z.pow(2).mean() - 1))
+        out = model.teacher_step([d0], [float(z.pow(2).mean() - 1)])
     assert out["teacher/sigma"] == pytest.approx(teacher.sigma())
     assert teacher.sigma() >= 2 * start, (start, teacher.sigma())
 
@@ -269,7 +269,7 @@ def test_default_meta_teacher_step_is_still_one_adam_step_on_the_reinforce_loss(
     twin_opt.zero_grad()
     loss.backward()
     twin_opt.step()
-    model.teacher_step(d0, 2.5)
+    model.teacher_step([d0], [2.5])
     assert same(params_snapshot(model.exploration), params_snapshot(twin))
 
 
@@ -300,7 +300,7 @@ def test_teacher_steps_and_snr_of_the_raw_meta_reward(tmp_path: Path) -> None:
     assert model._raw_m_count == 1
     d0 = data.collect_steps(ExplorationPolicy(model.teacher, model.student, data.noise_rng), 50)
     for k, m in enumerate([3.0, -1.0, 10.0, 4.5]):
-        out = model.teacher_step(d0, m)
+        out = model.teacher_step([d0], [m])
         seen.append(m)
         assert out["teacher/steps"] == steps0 + k + 1
         snr = statistics.mean(seen) / statistics.stdev(seen)
