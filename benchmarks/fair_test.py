@@ -47,7 +47,13 @@ EVAL_SEEDS = tuple(range(100, 110))  # fixed before any evaluation run; never us
 STAGES = {
     "development": ({"pendulum": 50_000, "inverted_pendulum": 100_000}, DEV_SEEDS),
     "evaluation": (
-        {"pendulum": 50_000, "inverted_pendulum": 100_000, "hopper": 300_000, "half_cheetah": 300_000},
+        {
+            "pendulum": 50_000,
+            "inverted_pendulum": 100_000,
+            "sparse_mountain_car": 100_000,  # reward only at the goal: lightning_meta_rl/sparse.py says why
+            "hopper": 300_000,
+            "half_cheetah": 300_000,
+        },
         EVAL_SEEDS,
     ),
 }

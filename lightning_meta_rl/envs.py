@@ -12,7 +12,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lightning_meta_rl import sparse
 from lightning_meta_rl.errors import EnvironmentNotSupported, TrainingDiverged
+
+sparse.register()  # the project's own task (lightning_meta_rl/SparseMountainCar-v0), usable by id like any other
 
 SUPPORTED = "a gymnasium environment with a flat Box observation space and a Box action space"
 

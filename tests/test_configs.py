@@ -30,8 +30,8 @@ def load(name: str) -> dict:
     return yaml.safe_load((CONF / name).read_text())
 
 
-def test_there_are_six_environment_pairs_and_a_smoke_config() -> None:
-    assert len(META_ARMS) == 6
+def test_there_are_seven_environment_pairs_and_a_smoke_config() -> None:
+    assert len(META_ARMS) == 7
     assert "smoke.yaml" in CONFIGS
     envs = {load(name)["data"]["env_id"] for name in META_ARMS}
     assert envs == {
@@ -41,6 +41,7 @@ def test_there_are_six_environment_pairs_and_a_smoke_config() -> None:
         "Hopper-v5",
         "HalfCheetah-v5",
         "Reacher-v5",
+        "lightning_meta_rl/SparseMountainCar-v0",
     }
 
 
