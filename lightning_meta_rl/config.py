@@ -137,7 +137,10 @@ class MetaConfig:
         samples: K, the teacher's samples per step (deviation when above 1): K D0 segments of ``d0_steps``
             each, K look-ahead students trained as one batched update (ensemble.py), K meta-rewards, and a
             leave-one-out baseline (each meta-reward against the mean of the other K - 1) in the teacher's
-            step. With the ``return`` estimator every look-ahead is rolled out (K D1s, all counted).
+            step. With the ``return`` estimator every look-ahead is rolled out (K D1s, all counted) from one
+            common reset seed per iteration; with ``critic`` all K are judged on one draw of replay states.
+            (benchmarks/results/critic_choice: look-aheads ranked by rollouts from a common start state agreed
+            with their true ranking at Spearman 0.72 on Pendulum, from independent starts at 0.18.)
     """
 
     d0_steps: int = 200

@@ -219,10 +219,11 @@ class MetaRLModule(L.LightningModule):
                 critic_improvement(self.student.critic, self.student.actor, a, obs) for a in lookahead_actors
             ]
         else:
-            # 3. D1: each pi'_k rolled out deterministically; R(pi'_k) its mean return
-            seed = data.pairing_seed() if cfg.paired_evaluation else None
+            # 3. D1: each pi'_k rolled out deterministically; R(pi'_k) its mean return. K > 1 look-aheads
+            # start from one common reset seed, so that the leave-one-out comparison is not start-state noise
+            seed = data.pairing_seed() if cfg.paired_evaluation or cfg.samples > 1 else None
             r_pi = self.r_pi
-            if seed is not None:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
+            if cfg.paired_evaluation:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
                 r_pi = self._rollout_student(data, seed).mean_return
             d1s = [data.collect_episodes(DeterministicPolicy(a), cfg.eval_episodes, seed) for a in lookahead_actors]
             # 4. meta-rewards

@@ -117,7 +117,10 @@ def test_the_teacher_step_weights_each_segment_by_its_leave_one_out_advantage(tm
 def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_iteration(
     tmp_path: Path, reward: str
 ) -> None:
-    c = fit(tmp_path / "run", "--model.meta.samples=3", f"--model.meta.reward={reward}", "--data.total_env_steps=1400")
+    budget = 1400 if reward == "critic" else 2600  # a return iteration spends 300 + 3 * 200 + 200 steps
+    c = fit(
+        tmp_path / "run", "--model.meta.samples=3", f"--model.meta.reward={reward}", f"--data.total_env_steps={budget}"
+    )
     model, data = c.model, c.datamodule
     rec = model.last_iteration
     iterations = model.global_step_iterations
@@ -130,6 +133,9 @@ def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_itera
     else:  # three look-aheads rolled out, one episode each (Pendulum: 200 steps), then R(pi)
         assert len(rec.d0) == 3 * model.meta_cfg.d0_steps
         assert len(rec.d1.episode_returns) == 3 and len(rec.d1) == 600
+        # the three look-aheads start from one reset state (common random numbers for the comparison)
+        assert torch.equal(rec.d1.obs[0], rec.d1.obs[200]) and torch.equal(rec.d1.obs[0], rec.d1.obs[400])
+        assert not torch.equal(rec.d1.obs[1], rec.d1.obs[201])  # and then act differently
         assert rec.student is not None
     assert torch.isfinite(torch.tensor(rec.meta_reward))
 
