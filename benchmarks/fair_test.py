@@ -97,11 +97,13 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 def run_row(job: Job, runs: Path) -> dict[str, object]:
     run_dir = runs / job.name
     log = iteration_log(run_dir)
+    metrics = read_metrics(run_dir)
     return {
         "env": job.env,
         "arm": job.arm,
         "seed": job.seed,
-        "final_score": final_score(read_metrics(run_dir)),
+        "final_score": final_score(metrics),
+        "ms_per_env_step": 1e3 * float(metrics[-1]["wall_time_s"]) / float(metrics[-1]["env_steps"]),
         "teacher_steps": last_value(log, "teacher/steps"),
         "meta_snr": last_value(log, "meta/snr"),
         "iterations": len(log),
@@ -141,9 +143,11 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
         from rliable import metrics
 
         lines += [
-            "| task | arm | IQM final score [95% CI] | teacher steps | meta-reward SNR |",
-            "| --- | --- | --- | --- | --- |",
+            "| task | arm | IQM final score [95% CI] | mean +- std | teacher steps | meta-reward SNR "
+            "| ms per env step |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
+        detectable = []
         for env in tasks:
             raw = {
                 a: np.array([[float(r["final_score"])] for r in rows if r["env"] == env and r["arm"] == a])  # type: ignore[arg-type]
@@ -154,10 +158,23 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
                 mine = [r for r in rows if r["env"] == env and r["arm"] == a]
                 steps = np.nanmedian([float(r["teacher_steps"]) for r in mine])  # type: ignore[arg-type]
                 snr = np.nanmedian([float(r["meta_snr"]) for r in mine])  # type: ignore[arg-type]
+                cost = np.median([float(r["ms_per_env_step"]) for r in mine])  # type: ignore[arg-type]
                 lines.append(
                     f"| {env} | {a} | {point[a][0]:.1f} [{ci[a][0][0]:.1f}, {ci[a][1][0]:.1f}] | "
-                    f"{steps:.0f} | {snr:+.3f} |"
+                    f"{raw[a].mean():.1f} +- {raw[a].std(ddof=1):.1f} | {steps:.0f} | {snr:+.3f} | {cost:.2f} |"
                 )
+            # the smallest difference of means that n seeds per arm detect (two-sided 5%, power 80%, normal
+            # approximation) given the pooled spread: what a null result on this task could have seen
+            pooled = float(np.sqrt(np.mean([raw[a].var(ddof=1) for a in arms])))
+            n = len(raw[arms[0]])
+            detectable.append(f"{env} {2.8 * pooled * np.sqrt(2 / n):.0f} (pooled std {pooled:.0f}, {n} seeds)")
+        lines += [
+            "",
+            "Detectable difference of mean final scores between two arms, per task (two-sided 5%, power 80%, "
+            "from the pooled seed-to-seed std): " + "; ".join(detectable) + ".",
+            "`ms per env step`: median over seeds of a run's wall time / env steps, two runs sharing the 2 cores "
+            "(indicative: other work shared the machine too).",
+        ]
         scores = score_matrices(rows, arms, tasks)
         point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
         lines += ["", "Aggregate over tasks (IQM of min-max normalized scores):", ""]
