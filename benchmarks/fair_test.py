@@ -16,14 +16,20 @@ Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
 * ``meta``: the faithful method;
 * ``meta_critic``: the critic meta-reward (``meta.reward=critic``: no D1 or R(pi) rollouts);
 * ``meta_state`` / ``meta_variance``: the fixed variants (standardized Q feature; learnable sigma);
-* ``meta_k5``: five D0 segments per teacher step, five look-ahead students as one batched update, a
-  leave-one-out baseline (``meta.samples=5``), with the paper's return meta-reward;
-* ``meta_critic_k5``: both, the critic meta-reward with five samples.
+* ``meta_k5``: five D0 segments per teacher step (one from each of five training environments), five
+  look-ahead students as one batched update, a leave-one-out baseline (``meta.samples=5``), with the
+  paper's return meta-reward;
+* ``meta_critic_k5``: both, the critic meta-reward with five samples;
+* ``frozen_k5`` / ``frozen_critic_k5``: the matched nulls of the two K arms, the same protocol (five
+  environments, five look-aheads, the same rollouts) with a teacher that never learns. ``frozen`` is the
+  null of ``meta``, ``meta_state`` and ``meta_variance``; ``frozen_critic_k5`` also serves ``meta_critic``
+  (with a frozen teacher and no rollouts the two protocols differ only in collecting D0 from five
+  environments instead of one).
 
 Statistics use rliable (``pip install -e ".[bench]"``): per task, the IQM of final scores with a 95%
 stratified-bootstrap interval; over tasks, the IQM of min-max normalized scores (each task's scores
 mapped to [0, 1] by the lowest and highest final score of any run of that task, all arms together); the
-probability of improvement of each arm over ``ddpg`` and over ``frozen``, with 95% intervals; and a
+probability of improvement of each arm over ``ddpg`` and over its matched frozen null, with 95% intervals; and a
 performance profile (``profile_<stage>.png``). Final score = mean eval/return over the last 10% of a run's
 evaluation points (SPEC.md section 3). Seeds are fixed below, before any run.
 """
@@ -64,8 +70,24 @@ ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
     "meta_critic": ("--model.meta.reward=critic",),
     "meta_state": ("--model.teacher.kind=meta_state",),
     "meta_variance": ("--model.teacher.kind=meta_variance",),
-    "meta_k5": ("--model.meta.samples=5",),
-    "meta_critic_k5": ("--model.meta.reward=critic", "--model.meta.samples=5"),
+    "meta_k5": ("--model.meta.samples=5", "--data.num_envs=5"),
+    "meta_critic_k5": ("--model.meta.reward=critic", "--model.meta.samples=5", "--data.num_envs=5"),
+    "frozen_k5": ("--model.teacher.lr=0", "--model.meta.samples=5", "--data.num_envs=5"),
+    "frozen_critic_k5": (
+        "--model.teacher.lr=0",
+        "--model.meta.reward=critic",
+        "--model.meta.samples=5",
+        "--data.num_envs=5",
+    ),
+}
+# each learned arm's frozen-teacher null: the same protocol, a teacher that never takes a step
+MATCHED_NULL = {
+    "meta": "frozen",
+    "meta_state": "frozen",
+    "meta_variance": "frozen",
+    "meta_k5": "frozen_k5",
+    "meta_critic": "frozen_critic_k5",
+    "meta_critic_k5": "frozen_critic_k5",
 }
 REPS = 20_000  # bootstrap draws
 
@@ -179,7 +201,12 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
         point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
         lines += ["", "Aggregate over tasks (IQM of min-max normalized scores):", ""]
         lines += [f"- {a}: {point[a][0]:.3f} [{ci[a][0][0]:.3f}, {ci[a][1][0]:.3f}]" for a in arms]
-        pairs = {f"{a} > {b}": (scores[a], scores[b]) for b in ("ddpg", "frozen") if b in arms for a in arms if a != b}
+        pairs = {f"{a} > ddpg": (scores[a], scores["ddpg"]) for a in arms if a != "ddpg" and "ddpg" in arms}
+        pairs |= {
+            f"{a} > {MATCHED_NULL[a]}": (scores[a], scores[MATCHED_NULL[a]])
+            for a in arms
+            if a in MATCHED_NULL and MATCHED_NULL[a] in arms
+        }
         if pairs:
             prob, prob_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
             lines += ["", "Probability of improvement, aggregated over tasks [95% CI]:", ""]

@@ -135,7 +135,7 @@ class MetaConfig:
             ``critic_states`` states drawn from the replay buffer, with no D1 or R(pi) rollouts (deviation).
         critic_states: replay states per iteration for the ``critic`` estimator.
         samples: K, the teacher's samples per step (deviation when above 1): K D0 segments of ``d0_steps``
-            each, K look-ahead students trained as one batched update (ensemble.py), K meta-rewards, and a
+            each, one from each of K training environments (``data.num_envs`` must be K), K look-ahead students trained as one batched update (ensemble.py), K meta-rewards, and a
             leave-one-out baseline (each meta-reward against the mean of the other K - 1) in the teacher's
             step. With the ``return`` estimator every look-ahead is rolled out (K D1s, all counted) from one
             common reset seed per iteration; with ``critic`` all K are judged on one draw of replay states.
@@ -168,10 +168,13 @@ class MetaConfig:
                 f"model.meta.samples={self.samples} trains {self.samples} look-ahead copies; "
                 "model.meta.lookahead=inplace has only the one live student. Use lookahead=copy."
             )
-        if self.samples > 1 and self.baseline:
+        if self.samples > 1 and (self.baseline or self.normalize or self.paired_evaluation):
             raise ConfigError(
-                f"model.meta.samples={self.samples} already subtracts a leave-one-out baseline from each "
-                "meta-reward; model.meta.baseline (a running mean) would subtract a second one. Leave it off."
+                f"model.meta.samples={self.samples} weights each segment by its meta-reward less the mean of the "
+                "other samples' (a leave-one-out baseline), and rolls all look-aheads out from one common reset "
+                "seed; R(pi) cancels from that difference. model.meta.baseline (a second baseline), "
+                "model.meta.normalize (Adam's steps barely depend on the scale) and model.meta.paired_evaluation "
+                "(an R(pi) rollout that would change nothing) are refused with it: leave them off."
             )
         if self.reward == "critic" and self.paired_evaluation:
             raise ConfigError("model.meta.paired_evaluation pairs rollouts; the critic meta-reward makes none")

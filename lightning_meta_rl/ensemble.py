@@ -132,8 +132,9 @@ class StackedLookahead:
 def _stacked_adam(
     stacked: list[torch.Tensor], originals: list[nn.Parameter], source: torch.optim.Optimizer, k: int
 ) -> torch.optim.Optimizer:
-    """Adam over the stacked parameters with the student's learning rate and moments, repeated K times."""
+    """Adam over the stacked parameters with the student's hyperparameters and moments, repeated K times."""
     opt = make_adam(stacked, source.param_groups[0]["lr"])
+    opt.param_groups[0].update({k: v for k, v in source.param_groups[0].items() if k != "params"})
     for p, original in zip(stacked, originals, strict=True):
         state = source.state.get(original)
         if state:

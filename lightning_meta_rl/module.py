@@ -150,6 +150,13 @@ class MetaRLModule(L.LightningModule):
                 f"model.student.batch_size ({self.cfg.batch_size}) is larger than data.buffer_size ({data.buffer_size}); "
                 f"a minibatch must fit in the replay buffer."
             )
+        k = self.meta_cfg.samples
+        if self.is_meta and k > 1 and data.num_envs != k:
+            raise ConfigError(
+                f"model.meta.samples={k} takes its {k} D0 segments from {k} training environments stepped together, "
+                f"one segment each (so that no segment starts where another left off); set data.num_envs={k} "
+                f"(got {data.num_envs})."
+            )
 
     def on_train_start(self) -> None:
         data = self.data
@@ -202,10 +209,10 @@ class MetaRLModule(L.LightningModule):
         """Algorithm 1, one iteration (SPEC.md section 1, steps 1-7), with K = ``meta.samples`` teacher samples
         (K = 1: the paper's method; above 1 every step below runs once per sample)."""
         cfg, start = self.meta_cfg, data.env_steps
-        # 1. D0 from the teacher as it is now: K segments of d0_steps
+        # 1. D0 from the teacher as it is now: one segment of d0_steps per sample, each from its own environment
         policy = ExplorationPolicy(self.exploration, self.student, data.noise_rng)
-        segments = [data.collect_steps(policy, cfg.d0_steps) for _ in range(cfg.samples)]
-        d0 = Rollout.concat(segments)
+        d0 = data.collect_steps(policy, cfg.samples * cfg.d0_steps)
+        segments = [d0] if cfg.samples == 1 else [d0.environment(i, cfg.samples) for i in range(cfg.samples)]
         # the diagnostic on every iteration, before the student changes: the rollouts below may end the run,
         # so whether this iteration's metrics are written is not known yet
         gap = self._action_gap(data, d0)
@@ -231,7 +238,7 @@ class MetaRLModule(L.LightningModule):
         # 5. teacher update by the meta-policy gradient
         teacher_metrics = self.teacher_step(segments, meta_rewards)
         # 6. D0 and D1 into the replay buffer
-        for rollout in (*segments, *d1s):
+        for rollout in (d0, *d1s):
             data.add(rollout)
         # 7. student updates on the buffer, then the new R(pi) (its rollout is stored too)
         student_metrics = self.student_updates(data)
@@ -364,16 +371,10 @@ class MetaRLModule(L.LightningModule):
 
     def _advantages(self, meta_rewards: list[float]) -> list[float]:
         """What multiplies each segment's log-likelihood: the shaped meta-reward (K = 1) or the leave-one-out
-        advantage (K > 1), divided by the running std if ``meta.normalize``."""
+        advantage (K > 1)."""
         if len(meta_rewards) == 1:
             return [self._shape_meta_reward(meta_rewards[0])]
-        advantages = leave_one_out(meta_rewards)
-        if self.meta_cfg.normalize:
-            scale = math.sqrt(self._m_var) + 1e-8
-            advantages = [a / scale for a in advantages]
-            for m in meta_rewards:
-                self._update_m_stats(m)
-        return advantages
+        return leave_one_out(meta_rewards)
 
     def _track_meta_reward(self, m: float) -> None:
         """Welford's running mean and variance of the raw meta-reward over every iteration so far."""
@@ -441,15 +442,11 @@ class MetaRLModule(L.LightningModule):
         if cfg.normalize:
             shaped /= math.sqrt(self._m_var) + 1e-8
         if cfg.baseline or cfg.normalize:
-            self._update_m_stats(m)
+            beta = cfg.stat_momentum
+            delta = m - self._m_mean
+            self._m_mean += (1 - beta) * delta
+            self._m_var = beta * self._m_var + (1 - beta) * delta * delta
         return shaped
-
-    def _update_m_stats(self, m: float) -> None:
-        """The exponential running mean and variance that ``meta.baseline`` and ``meta.normalize`` use."""
-        beta = self.meta_cfg.stat_momentum
-        delta = m - self._m_mean
-        self._m_mean += (1 - beta) * delta
-        self._m_var = beta * self._m_var + (1 - beta) * delta * delta
 
     def _rollout_student(self, data: RolloutDataModule, seed: int | None = None) -> Rollout:
         """R(pi) rollout of the live student: counted, and stored in the buffer."""

@@ -45,9 +45,25 @@ class Rollout:
     def __len__(self) -> int:
         return int(self.reward.shape[0])
 
+    def environment(self, index: int, num_envs: int) -> Rollout:
+        """One environment's steps of a rollout collected from ``num_envs`` environments stepped together
+        (the collector stores each step's environments in order: step t of environment i is row
+        t * num_envs + i). Its ``episode_returns`` stay with the whole rollout."""
+        rows = slice(index, None, num_envs)
+        return Rollout(
+            obs=self.obs[rows],
+            action=self.action[rows],
+            raw_action=self.raw_action[rows],
+            reward=self.reward[rows],
+            next_obs=self.next_obs[rows],
+            terminated=self.terminated[rows],
+            truncated=self.truncated[rows],
+            context=None if self.context is None else self.context[rows],
+        )
+
     @staticmethod
     def concat(rollouts: list[Rollout]) -> Rollout:
-        """Several rollouts as one, in order (the K D0 segments or D1s of one iteration)."""
+        """Several rollouts as one, in order (the K D1s of one iteration)."""
         if len(rollouts) == 1:
             return rollouts[0]
         contexts = [r.context for r in rollouts]

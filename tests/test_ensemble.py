@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import fit, make_rollout
+from test_errors import run_main
 
 from lightning_meta_rl.config import MetaConfig
 from lightning_meta_rl.ensemble import StackedLookahead, leave_one_out, stack_batches
@@ -82,8 +83,15 @@ def test_samples_settings_are_checked() -> None:
         MetaConfig(samples=0)
     with pytest.raises(ConfigError, match="inplace"):
         MetaConfig(samples=3, lookahead="inplace")
-    with pytest.raises(ConfigError, match="leave-one-out"):
-        MetaConfig(samples=3, baseline=True)
+    for option in ("baseline", "normalize", "paired_evaluation"):
+        with pytest.raises(ConfigError, match="leave-one-out"):
+            MetaConfig(samples=3, **{option: True})
+
+
+def test_k_samples_without_k_training_environments_is_refused_in_one_paragraph(tmp_path: Path, capsys) -> None:
+    message = run_main(tmp_path, capsys, "--model.meta.samples=3")
+    assert "data.num_envs=3" in message and "(got 1)" in message
+    assert not (tmp_path / "run").exists()
 
 
 def _teacher_model(tmp_path: Path):
@@ -119,7 +127,11 @@ def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_itera
 ) -> None:
     budget = 1400 if reward == "critic" else 2600  # a return iteration spends 300 + 3 * 200 + 200 steps
     c = fit(
-        tmp_path / "run", "--model.meta.samples=3", f"--model.meta.reward={reward}", f"--data.total_env_steps={budget}"
+        tmp_path / "run",
+        "--model.meta.samples=3",
+        "--data.num_envs=3",
+        f"--model.meta.reward={reward}",
+        f"--data.total_env_steps={budget}",
     )
     model, data = c.model, c.datamodule
     rec = model.last_iteration
@@ -128,7 +140,8 @@ def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_itera
     assert model._teacher_steps == iterations
     assert model._raw_m_count == 3 * iterations
     if reward == "critic":  # no rollouts: every step after warm-up is teacher data
-        assert data.env_steps == data.warmup_steps + iterations * 3 * model.meta_cfg.d0_steps
+        warmup = -(-data.warmup_steps // 3) * 3  # a whole number of steps of each of the 3 environments
+        assert data.env_steps == warmup + iterations * 3 * model.meta_cfg.d0_steps
         assert rec.d1 is None
     else:  # three look-aheads rolled out, one episode each (Pendulum: 200 steps), then R(pi)
         assert len(rec.d0) == 3 * model.meta_cfg.d0_steps
@@ -138,6 +151,21 @@ def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_itera
         assert not torch.equal(rec.d1.obs[1], rec.d1.obs[201])  # and then act differently
         assert rec.student is not None
     assert torch.isfinite(torch.tensor(rec.meta_reward))
+    # segment i is environment i's own consecutive steps: each step starts where the previous one ended
+    for i in range(3):
+        seg = rec.d0.environment(i, 3)
+        assert len(seg) == model.meta_cfg.d0_steps
+        running = (seg.terminated[:-1] + seg.truncated[:-1]) == 0
+        assert running.any()
+        assert torch.equal(seg.next_obs[:-1][running], seg.obs[1:][running])
+
+
+def test_one_environment_of_a_rollout_is_every_num_envs_th_step() -> None:
+    r = make_rollout(10)
+    r.context = torch.arange(10.0)[:, None]
+    one = r.environment(1, 2)
+    assert torch.equal(one.reward, torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0]))
+    assert torch.equal(one.context[:, 0], one.reward) and torch.equal(one.obs[:, 0], one.reward)
 
 
 def test_rollout_concat_keeps_order_and_episodes() -> None:

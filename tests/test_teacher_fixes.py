@@ -168,14 +168,15 @@ def test_meta_state_context_in_d0_is_the_one_in_force_at_the_teacher_step(
     checked: list[float] = []
     step = MetaRLModule.teacher_step
 
-    def spy(module: MetaRLModule, d0: Rollout, meta_reward: float) -> dict[str, float]:
+    def spy(module: MetaRLModule, segments: list[Rollout], meta_rewards: list[float]) -> dict[str, float]:
+        (d0,) = segments
         assert d0.context is not None
         with torch.no_grad():
             now = module.teacher.context(module.data.normalizer(d0.obs), module.student)
         # equal up to the rounding of one-row against batched forward passes (Q's std can be small)
         torch.testing.assert_close(now, d0.context, atol=1e-3, rtol=1e-3)
         checked.append(float(d0.context[:, 3].abs().max()))
-        return step(module, d0, meta_reward)
+        return step(module, segments, meta_rewards)
 
     monkeypatch.setattr(MetaRLModule, "teacher_step", spy)
     c = fit(tmp_path / "run", "--model.teacher.kind=meta_state", "--data.total_env_steps=2300", *QUIET)
