@@ -96,3 +96,19 @@ def test_bit_identical_comparison_notices_any_changed_evaluation_or_weight(tmp_p
     assert compare(tmp_path / "a", tmp_path / "c", "fit")[:2] == (True, False)
     write(tmp_path / "d", -1.5000001, 2.0)
     assert compare(tmp_path / "a", tmp_path / "d", "fit")[:2] == (False, True)
+
+
+def test_every_learned_arm_of_the_fair_test_has_a_frozen_null_with_its_protocol() -> None:
+    from fair_test import ARM_OVERRIDES, MATCHED_NULL
+
+    def protocol(arm: str) -> set[str]:  # everything but what the teacher is and whether it learns
+        return {o for o in ARM_OVERRIDES[arm] if not o.startswith(("--model.teacher.kind", "--model.teacher.lr"))}
+
+    learned = {a for a in ARM_OVERRIDES if a.startswith("meta")}
+    assert set(MATCHED_NULL) == learned
+    for arm, null in MATCHED_NULL.items():
+        assert "--model.teacher.lr=0" in ARM_OVERRIDES[null]
+        if arm == "meta_critic":  # documented: its null collects D0 from five environments, not one
+            assert protocol(null) == protocol(arm) | {"--model.meta.samples=5", "--data.num_envs=5"}
+        else:
+            assert protocol(null) == protocol(arm), arm
