@@ -26,6 +26,13 @@ Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
   (with a frozen teacher and no rollouts the two protocols differ only in collecting D0 from five
   environments instead of one).
 
+How the evaluation stage's configurations are chosen (written down, and committed, after the development
+stage's Pendulum runs and before any of its InvertedPendulum results were looked at): among the new
+configurations (``meta_critic``, ``meta_k5``, ``meta_critic_k5``, ``meta_state``, ``meta_variance``), the two
+with the highest probability of improvement over their matched frozen null, aggregated over both development
+tasks (does the teacher's learning matter?); ties broken by the probability of improvement over ``ddpg``.
+The evaluation stage then runs ``ddpg``, ``frozen``, ``meta``, the two chosen arms and their matched nulls.
+
 Statistics use rliable (``pip install -e ".[bench]"``): per task, the IQM of final scores with a 95%
 stratified-bootstrap interval; over tasks, the IQM of min-max normalized scores (each task's scores
 mapped to [0, 1] by the lowest and highest final score of any run of that task, all arms together); the
