@@ -156,9 +156,20 @@ def score_matrices(rows: list[dict[str, object]], arms: list[str], tasks: list[s
     return out
 
 
+def write_runs(all_jobs: list[Job], runs: Path, out: Path, stage: str) -> list[dict[str, object]]:
+    """``<stage>_runs.csv``: one row per finished run."""
+    rows = [run_row(j, runs) for j in all_jobs if finished(j, runs)]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{stage}_runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["env"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str]) -> None:
+    rows = write_runs(all_jobs, runs, out, stage)
     done = [j for j in all_jobs if finished(j, runs)]
-    rows = [run_row(j, runs) for j in done]
     tasks = [t for t in STAGES[stage][0] if all(finished(j, runs) for j in all_jobs if j.env == t)]
     lines = [
         f"# Fair test of the teacher, {stage} stage",
@@ -222,12 +233,7 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
                 for k in pairs
             ]
         profile(scores, out / f"profile_{stage}.png")
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{stage}.md").write_text("\n".join(lines) + "\n")
-    with open(out / f"{stage}_runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["env"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def profile(scores: dict[str, np.ndarray], path: Path) -> None:
@@ -265,7 +271,9 @@ def main() -> None:
     all_jobs = jobs(args.stage, args.arms, args.max_steps, args.first_seeds)
     todo = [j for j in all_jobs if not finished(j, runs)]
     if not args.report:
-        run_all(todo, runs, args.jobs, lambda: report(args.stage, all_jobs, runs, args.out, args.arms))
+        # after each run only the cheap per-run table: the rliable statistics (tens of thousands of bootstrap
+        # draws per arm and pair) took minutes once a task was complete, with both job slots waiting on them
+        run_all(todo, runs, args.jobs, lambda: write_runs(all_jobs, runs, args.out, args.stage))
     report(args.stage, all_jobs, runs, args.out, args.arms)
     print((args.out / f"{args.stage}.md").read_text())
 
