@@ -39,26 +39,10 @@ from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
 from lightning_meta_rl.types import Batch
 
-OBS, ACT = 11, 3  # Hopper-v5
-SETTINGS = {
-    "default": {"hidden": (64, 64), "batch": 64, "actor_lr": 1e-4, "critic_lr": 1e-3, "tau": 0.01},
-    "modern": {"hidden": (256, 256), "batch": 256, "actor_lr": 3e-4, "critic_lr": 3e-4, "tau": 0.005},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from update_batches import ACT, OBS, SETTINGS, pool
+
 OUT = Path(__file__).resolve().parent / "results" / "compile" / "compile.md"
-
-
-def pool(batch: int, n: int = 32) -> list[Batch]:
-    g = torch.Generator().manual_seed(0)
-    return [
-        Batch(
-            torch.randn(batch, OBS, generator=g),
-            torch.rand(batch, ACT, generator=g) * 2 - 1,
-            torch.randn(batch, generator=g),
-            torch.randn(batch, OBS, generator=g),
-            (torch.rand(batch, generator=g) < 0.01).float(),
-        )
-        for _ in range(n)
-    ]
 
 
 class Arm:

@@ -31,28 +31,11 @@ import torch
 from lightning_meta_rl.ensemble import StackedLookahead, stack_batches
 from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
-from lightning_meta_rl.types import Batch
 
-OBS, ACT = 11, 3  # Hopper-v5
-SETTINGS = {
-    "default": {"hidden": (64, 64), "batch": 64, "actor_lr": 1e-4, "critic_lr": 1e-3, "tau": 0.01},
-    "modern": {"hidden": (256, 256), "batch": 256, "actor_lr": 3e-4, "critic_lr": 3e-4, "tau": 0.005},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from update_batches import ACT, OBS, SETTINGS, pool
+
 OUT = Path(__file__).resolve().parent / "results" / "lookahead" / "lookahead.md"
-
-
-def pool(batch: int, n: int = 16) -> list[Batch]:
-    g = torch.Generator().manual_seed(0)
-    return [
-        Batch(
-            torch.randn(batch, OBS, generator=g),
-            torch.rand(batch, ACT, generator=g) * 2 - 1,
-            torch.randn(batch, generator=g),
-            torch.randn(batch, OBS, generator=g),
-            (torch.rand(batch, generator=g) < 0.01).float(),
-        )
-        for _ in range(n)
-    ]
 
 
 def bench(name: str, ks: list[int], args: argparse.Namespace) -> dict[str, float]:
@@ -61,7 +44,7 @@ def bench(name: str, ks: list[int], args: argparse.Namespace) -> dict[str, float
     student = Student(OBS, ActionScale([-1.0] * ACT, [1.0] * ACT), s["hidden"], layer_norm=True)
     actor_opt = make_adam(list(student.actor.parameters()), s["actor_lr"])
     critic_opt = make_adam(list(student.critic.parameters()), s["critic_lr"])
-    batches = pool(s["batch"])
+    batches = pool(s["batch"], 16)
     settings = {"gamma": 0.99, "tau": s["tau"], "critic_l2": 1e-2}
     for b in batches[:3]:  # the student's Adam has state, as in a run
         ddpg_update(student, b, actor_opt, critic_opt, **settings, backward=torch.Tensor.backward)

@@ -4,8 +4,8 @@ Each member starts as a copy of the student (actor, critic, targets and the stud
 trained by the same DDPG update as :func:`lightning_meta_rl.student.ddpg_update`, on minibatches of its own
 D0 segment. The K copies are held as stacked tensors ``[K, ...]`` and run layer by layer with batched
 matrix products (``baddbmm``), so one update costs about as many operations as a single student's, not K
-times as many. (``torch.func.vmap`` over ``functional_call`` does the same generically, but measured here
-it cost 2.2-2.5x one update for K=5, against the 2x this option is held to.)
+times as many. (``torch.func.vmap`` over ``functional_call`` would do the same generically; in a first,
+uncommitted probe it was slower than these batched products, which benchmarks/lookahead_batch.py measures.)
 
 Adam is elementwise: one Adam over the stacked tensors, stepped on the *sum* of the members' losses, is
 exactly K independent Adams (member k's loss has no gradient with respect to member j's parameters).
