@@ -112,3 +112,10 @@ def test_every_learned_arm_of_the_fair_test_has_a_frozen_null_with_its_protocol(
             assert protocol(null) == protocol(arm) | {"--model.meta.samples=5", "--data.num_envs=5"}
         else:
             assert protocol(null) == protocol(arm), arm
+
+
+def test_the_exact_twin_of_a_learned_arm_differs_only_in_the_teacher_never_learning() -> None:
+    from fair_test import ARM_OVERRIDES, EXACT_TWIN
+
+    for arm, twin in EXACT_TWIN.items():
+        assert set(ARM_OVERRIDES[twin]) == set(ARM_OVERRIDES[arm]) | {"--model.teacher.lr=0"}, arm
