@@ -1,7 +1,8 @@
 """A fair test of the teacher (issue 12): arms, seeds and statistics, in two stages.
 
     python benchmarks/fair_test.py --stage development          # seeds 0-4, Pendulum 50k, InvertedPendulum 100k
-    python benchmarks/fair_test.py --stage evaluation --arms ...  # 10 fresh seeds, five tasks (see EVAL_SEEDS)
+    python benchmarks/fair_test.py --stage evaluation           # 10 fresh seeds, five tasks, the arms of STAGE_ARMS
+    python benchmarks/fair_test.py --stage evaluation --arms meta_state frozen_state --report  # a report of two arms
     python benchmarks/fair_test.py --stage development --report # only rebuild the report
 
 Every run goes through the real CLI in its own process (one torch thread each, ``--jobs`` at once), logs
@@ -103,6 +104,16 @@ MATCHED_NULL = {
 # Meta (State) than the pre-registered ``frozen``, its exact twin (the same state, Q and mu features) frozen.
 # Reported beside the matched null, never instead of it.
 EXACT_TWIN = {"meta_state": "frozen_state"}
+# the arms each stage's report covers, in its order: ``--arms`` defaults to them, and only a report of exactly these
+# arms is written as ``<stage>.md``; a report of other arms goes to a file named after them, so that a run of one
+# arm never overwrites the stage's report (``frozen_state`` joined the evaluation stage after its first two tasks)
+STAGE_ARMS = {
+    "development": [
+        "ddpg", "frozen", "meta", "meta_critic", "meta_state", "meta_variance",
+        "meta_k5", "meta_critic_k5", "frozen_k5", "frozen_critic_k5",
+    ],
+    "evaluation": ["ddpg", "frozen", "meta", "meta_k5", "frozen_k5", "meta_state", "frozen_state"],
+}  # fmt: skip
 # stratified-bootstrap draws: 2000, as in rliable's own examples of probability of improvement; with ten arms
 # and 20000 draws the report took over 15 minutes on this machine
 REPS = 2000
@@ -165,9 +176,14 @@ def score_matrices(rows: list[dict[str, object]], arms: list[str], tasks: list[s
     return out
 
 
-def write_runs(all_jobs: list[Job], runs: Path, out: Path, stage: str) -> list[dict[str, object]]:
-    """``<stage>_runs.csv``: one row per finished run."""
-    rows = [run_row(j, runs) for j in all_jobs if finished(j, runs)]
+def report_name(stage: str, arms: list[str]) -> str:
+    """``<stage>`` for the stage's own arms, ``<stage>_<arm>-<arm>...`` for any other selection."""
+    return stage if sorted(arms) == sorted(STAGE_ARMS[stage]) else f"{stage}_{'-'.join(arms)}"
+
+
+def write_runs(stage: str, runs: Path, out: Path, cap: int | None = None) -> list[dict[str, object]]:
+    """``<stage>_runs.csv``: one row per finished run of every arm, whichever arms this invocation runs."""
+    rows = [run_row(j, runs) for j in jobs(stage, list(ARM_OVERRIDES), cap) if finished(j, runs)]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{stage}_runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["env"])
@@ -182,8 +198,10 @@ def balanced_seeds(env: str, all_jobs: list[Job], runs: Path) -> list[int]:
     return sorted({j.seed for j in jobs_here} - {j.seed for j in jobs_here if not finished(j, runs)})
 
 
-def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str]) -> None:
-    all_rows = write_runs(all_jobs, runs, out, stage)
+def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str], cap: int | None = None) -> Path:
+    """The rliable report of ``arms`` (``all_jobs``' arms) and its performance profile; returns the report's path."""
+    all_rows = [r for r in write_runs(stage, runs, out, cap) if r["arm"] in arms]
+    name = report_name(stage, arms)
     done = [j for j in all_jobs if finished(j, runs)]
     # a task enters the statistics with the seeds whose runs are finished in every arm (at least three)
     seeds = {t: balanced_seeds(t, all_jobs, runs) for t in STAGES[stage][0]}
@@ -257,8 +275,10 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
                 f"- P({k}) = {float(prob[k]):.2f} [{float(prob_ci[k][0][0]):.2f}, {float(prob_ci[k][1][0]):.2f}]"
                 for k in pairs
             ]
-        profile(scores, out / f"profile_{stage}.png")
-    (out / f"{stage}.md").write_text("\n".join(lines) + "\n")
+        profile(scores, out / f"profile_{name}.png")
+    path = out / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def profile(scores: dict[str, np.ndarray], path: Path) -> None:
@@ -284,7 +304,9 @@ def profile(scores: dict[str, np.ndarray], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=list(STAGES), required=True)
-    parser.add_argument("--arms", nargs="+", choices=list(ARM_OVERRIDES), default=list(ARM_OVERRIDES))
+    parser.add_argument(
+        "--arms", nargs="+", choices=list(ARM_OVERRIDES), default=None, help="default: the stage's (STAGE_ARMS)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fair_test")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
@@ -293,17 +315,17 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    all_jobs = jobs(args.stage, args.arms, args.max_steps, args.first_seeds)
+    arms = args.arms or STAGE_ARMS[args.stage]
+    all_jobs = jobs(args.stage, arms, args.max_steps, args.first_seeds)
     todo = [j for j in all_jobs if not finished(j, runs)]
     if not args.report:
         # after each run only the cheap per-run table: the rliable statistics (tens of thousands of bootstrap
         # draws per arm and pair) took minutes once a task was complete, with both job slots waiting on them
         def after_each() -> None:
-            write_runs(all_jobs, runs, args.out, args.stage)
+            write_runs(args.stage, runs, args.out, args.max_steps)
 
         run_all(todo, runs, args.jobs, after_each)
-    report(args.stage, all_jobs, runs, args.out, args.arms)
-    print((args.out / f"{args.stage}.md").read_text())
+    print(report(args.stage, all_jobs, runs, args.out, arms, args.max_steps).read_text())
 
 
 if __name__ == "__main__":

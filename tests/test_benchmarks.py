@@ -119,3 +119,30 @@ def test_the_exact_twin_of_a_learned_arm_differs_only_in_the_teacher_never_learn
 
     for arm, twin in EXACT_TWIN.items():
         assert set(ARM_OVERRIDES[twin]) == set(ARM_OVERRIDES[arm]) | {"--model.teacher.lr=0"}, arm
+
+
+def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_report(tmp_path) -> None:
+    # a run of one arm once rewrote evaluation_runs.csv and evaluation.md with that arm alone
+    import csv
+
+    from fair_test import STAGE_ARMS, jobs, report, report_name
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for arm, score in (("ddpg", -150.0), ("frozen_state", -140.0)):
+        run_dir = runs / Job("pendulum", arm, 100, 50_000).name
+        run_dir.mkdir(parents=True)
+        rows = [f"{steps},{score},{steps / 1000}" for steps in (25_000, 50_000)]
+        (run_dir / "metrics.csv").write_text("env_steps,eval/return,wall_time_s\n" + "\n".join(rows) + "\n")
+    (out / "evaluation.md").parent.mkdir(parents=True)
+    (out / "evaluation.md").write_text("the stage's report\n")
+
+    path = report("evaluation", jobs("evaluation", ["frozen_state"], None), runs, out, ["frozen_state"])
+
+    assert path == out / "evaluation_frozen_state.md" and "--arms frozen_state" in path.read_text()
+    assert (out / "evaluation.md").read_text() == "the stage's report\n"
+    with open(out / "evaluation_runs.csv", newline="") as f:
+        assert {(r["arm"], r["seed"], float(r["final_score"])) for r in csv.DictReader(f)} == {
+            ("ddpg", "100", -150.0),
+            ("frozen_state", "100", -140.0),
+        }
+    assert report_name("evaluation", list(reversed(STAGE_ARMS["evaluation"]))) == "evaluation"
