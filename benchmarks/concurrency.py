@@ -46,10 +46,12 @@ def command(run_dir: Path, steps: int, seed: int, extra: list[str]) -> list[str]
     ]
 
 
-def wall(runs: list[list[str]]) -> float:
-    """Start all commands together; seconds until the last one ends."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env["WANDB_MODE"] = "disabled"
+def wall(runs: list[list[str]], wandb_mode: str | None = "disabled") -> float:
+    """Start all commands together; seconds until the last one ends. OMP_NUM_THREADS and MKL_NUM_THREADS are
+    unset; WANDB_MODE is set to ``wandb_mode``, or unset when it is None (the CLI's own default)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "WANDB_MODE")}
+    if wandb_mode is not None:
+        env["WANDB_MODE"] = wandb_mode
     t0 = time.perf_counter()
     procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in runs]
     for p in procs:

@@ -146,3 +146,32 @@ def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_rep
             ("frozen_state", "100", -140.0),
         }
     assert report_name("evaluation", list(reversed(STAGE_ARMS["evaluation"]))) == "evaluation"
+
+
+def test_user_path_arms_remove_one_layer_each_from_the_committed_config() -> None:
+    import yaml
+    from user_path import ARMS, BASE_CONFIG, VIDEO, arm_configs, round_order
+
+    base = yaml.safe_load(BASE_CONFIG.read_text())
+    arms = arm_configs(base)
+    assert arms["user"] == (base, [])  # the user's arm is the committed config, untouched
+    paths = [c["class_path"] for c in base["trainer"]["callbacks"]]
+    assert VIDEO in paths and len(paths) > 1
+    assert [c["class_path"] for c in arms["no_video"][0]["trainer"]["callbacks"]] == [p for p in paths if p != VIDEO]
+    assert arms["no_callbacks"][0]["trainer"]["callbacks"] == []
+    assert "--trainer.logger=false" in arms["bare"][1] and "--trainer.logger=false" not in arms["no_callbacks"][1]
+    for config, _ in arms.values():  # nothing but the callbacks differs
+        assert {k: v for k, v in config.items() if k != "trainer"} == {k: v for k, v in base.items() if k != "trainer"}
+    firsts = {round_order(r)[0] for r in range(len(ARMS))}
+    assert firsts == set(ARMS) and all(sorted(round_order(r)) == sorted(ARMS) for r in range(6))
+
+
+def test_user_path_summary_prices_whole_runs_against_the_bare_arm() -> None:
+    from user_path import summarize
+
+    def run(whole: float, train: float) -> dict[str, float]:
+        return {"whole_s": whole, "train_s": train, "evaluations": 3, "videos": 0}
+
+    med = summarize({"user": [run(30, 20), run(40, 25), run(35, 22)], "bare": [run(20, 15), run(10, 8), run(12, 9)]})
+    assert med["user"]["whole_s"] == 35 and med["user"]["rest_s"] == 13  # median of 10, 15, 13
+    assert med["bare"]["ratio_to_bare"] == 1.0 and med["user"]["ratio_to_bare"] == pytest.approx(35 / 12)

@@ -1,0 +1,167 @@
+"""What the path a user actually takes costs: the callbacks and the logger of conf/hopper.yaml, whole commands.
+
+python benchmarks/user_path.py [--steps 20000] [--repeats 3]
+
+Every arm runs ``python -m lightning_meta_rl fit --config <cfg> --data.total_env_steps=<steps>`` in a fresh
+process, as a user types it: OMP_NUM_THREADS and WANDB_MODE unset (the CLI then logs to W&B offline unless
+credentials exist), start-up and teardown included. The configs are conf/hopper.yaml (the Meta arm) and copies
+of it with less:
+
+- ``user``: conf/hopper.yaml as committed (progress bar, meta-reward stats, state visitation, learning curve,
+  evaluation video, W&B logger);
+- ``no_video``: the same without ``EvaluationVideo``;
+- ``no_callbacks``: no callbacks and no progress bar (the trainer's checkpointing stays), W&B logger kept;
+- ``bare``: no callbacks, no progress bar, no logger.
+
+The arms run one at a time, in an order rotated each round. Reported: medians of the whole wall time, of the
+training part (the last ``wall_time_s`` of metrics.csv: fit start to the last evaluation) and of the rest
+(start-up, the end-of-training callbacks, teardown), each arm's ratio to ``bare``, and the differences that
+price each layer (video = user - no_video, other callbacks = no_video - no_callbacks, logger = no_callbacks -
+bare). Writes benchmarks/results/user_path/user_path.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from concurrency import wall
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "user_path"
+BASE_CONFIG = ROOT / "conf" / "hopper.yaml"
+VIDEO = "callbacks.video.EvaluationVideo"
+ARMS = ("user", "no_video", "no_callbacks", "bare")
+LAYERS = (
+    ("video", "user", "no_video"),
+    ("other callbacks", "no_video", "no_callbacks"),
+    ("logger", "no_callbacks", "bare"),
+)
+
+
+def arm_configs(base: dict) -> dict[str, tuple[dict, list[str]]]:
+    """Each arm's config (a copy of ``base``) and the extra command-line flags it needs."""
+    user = copy.deepcopy(base)
+    no_video = copy.deepcopy(base)
+    no_video["trainer"]["callbacks"] = [c for c in base["trainer"]["callbacks"] if c["class_path"] != VIDEO]
+    no_callbacks = copy.deepcopy(base)
+    no_callbacks["trainer"]["callbacks"] = []
+    quiet = ["--trainer.enable_progress_bar=false"]
+    return {
+        "user": (user, []),
+        "no_video": (no_video, []),
+        "no_callbacks": (no_callbacks, quiet),
+        "bare": (copy.deepcopy(no_callbacks), [*quiet, "--trainer.logger=false"]),
+    }
+
+
+def round_order(r: int) -> list[str]:
+    """Round ``r``'s order of the arms: rotated by one each round, so no arm always runs first or last."""
+    k = r % len(ARMS)
+    return list(ARMS[k:] + ARMS[:k])
+
+
+def measure(run_dir: Path) -> dict[str, float]:
+    """What a finished run left behind: its training time, its evaluations and its videos."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "train_s": float(rows[-1]["wall_time_s"]),
+        "evaluations": len(rows),
+        "videos": len(list((run_dir / "videos").glob("*.mp4"))) if (run_dir / "videos").exists() else 0,
+    }
+
+
+def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Medians per arm of every measured field, with the rest (whole - training) and the ratio to ``bare``."""
+    out: dict[str, dict[str, float]] = {}
+    for arm, runs in results.items():
+        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        med["rest_s"] = statistics.median(run["whole_s"] - run["train_s"] for run in runs)
+        out[arm] = med
+    for med in out.values():
+        med["ratio_to_bare"] = med["whole_s"] / out["bare"]["whole_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    base = yaml.safe_load(BASE_CONFIG.read_text())
+    tmp = Path(tempfile.mkdtemp())
+    results: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
+    try:
+        flags = {}
+        for arm, (config, extra) in arm_configs(base).items():
+            (tmp / f"{arm}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            flags[arm] = extra
+
+        def command(arm: str, run_dir: Path, steps: int) -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "lightning_meta_rl",
+                "fit",
+                "--config",
+                str(tmp / f"{arm}.yaml"),
+                f"--data.total_env_steps={steps}",
+                f"--run_dir={run_dir}",
+                *flags[arm],
+            ]
+
+        wall([command("user", tmp / "warmup", 2000)], wandb_mode=None)  # untimed: file and import caches warm
+        for r in range(args.repeats):
+            for arm in round_order(r):
+                run_dir = tmp / f"{arm}_{r}"
+                whole = wall([command(arm, run_dir, args.steps)], wandb_mode=None)
+                run = {"whole_s": whole, **measure(run_dir)}
+                results[arm].append(run)
+                print(f"round {r} {arm}: {json.dumps({k: round(v, 2) for k, v in run.items()})}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = summarize(results)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "user_path.json").write_text(json.dumps({"steps": args.steps, "runs": results, "medians": med}, indent=2))
+    lines = [
+        "# The path a user takes: callbacks and logger",
+        "",
+        f"`python benchmarks/user_path.py --steps {args.steps} --repeats {args.repeats}`: `python -m lightning_meta_rl "
+        f"fit --config <arm>.yaml --data.total_env_steps={args.steps}` with conf/hopper.yaml (Meta arm, Hopper-v5) and "
+        "copies of it with fewer callbacks; OMP_NUM_THREADS and WANDB_MODE unset (so W&B logs offline), whole "
+        f"commands one at a time, medians of {args.repeats} rounds in rotated order after one untimed warm-up run. "
+        "`training` is fit start to the last evaluation (metrics.csv); `rest` is whole - training: imports, set-up, "
+        "the end-of-training callbacks, the last video and teardown.",
+        "",
+        "| arm | whole (s) | training (s) | rest (s) | evaluations | videos | whole / bare |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm in ARMS:
+        m = med[arm]
+        lines.append(
+            f"| {arm} | {m['whole_s']:.1f} | {m['train_s']:.1f} | {m['rest_s']:.1f} | {m['evaluations']:.0f} | "
+            f"{m['videos']:.0f} | {m['ratio_to_bare']:.2f} |"
+        )
+    lines += [
+        "",
+        "| layer | added whole time (s, difference of medians) | share of the user's run |",
+        "| --- | --- | --- |",
+    ]
+    for layer, more, less in LAYERS:
+        diff = med[more]["whole_s"] - med[less]["whole_s"]
+        lines.append(f"| {layer} ({more} - {less}) | {diff:+.1f} | {diff / med['user']['whole_s']:.0%} |")
+    (OUT / "user_path.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
