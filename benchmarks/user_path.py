@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
+from compare_arms import fit_command, read_metrics
 from concurrency import wall
+
+from lightning_meta_rl.cli import wandb_has_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "user_path"
@@ -71,8 +72,7 @@ def round_order(r: int) -> list[str]:
 
 def measure(run_dir: Path) -> dict[str, float]:
     """What a finished run left behind: its training time, its evaluations and its videos."""
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics(run_dir)
     return {
         "train_s": float(rows[-1]["wall_time_s"]),
         "evaluations": len(rows),
@@ -92,11 +92,52 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
     return out
 
 
+def write_report(data: dict) -> str:
+    """user_path.md from the JSON a run wrote (``--report`` rebuilds it without running anything)."""
+    steps, repeats, med = data["steps"], data["repeats"], summarize(data["runs"])
+    lines = [
+        "# The path a user takes: callbacks and logger",
+        "",
+        f"`python benchmarks/user_path.py --steps {steps} --repeats {repeats}`: `python -m lightning_meta_rl "
+        f"fit --config <arm>.yaml --data.total_env_steps={steps}` with conf/hopper.yaml (Meta arm, Hopper-v5) and "
+        f"copies of it with fewer callbacks; OMP_NUM_THREADS and WANDB_MODE unset (W&B mode: {data['wandb']}), whole "
+        f"commands one at a time, medians of {repeats} rounds in rotated order after one untimed warm-up run. "
+        "`training` is fit start to the last evaluation (metrics.csv); `rest` is the median over runs of each run's "
+        "whole - training (imports, set-up, the end-of-training callbacks, the last video, teardown), so the columns "
+        "of a row need not add up.",
+        "",
+        "| arm | whole (s) | whole, each run (s) | training (s) | rest (s) | evaluations | videos | whole / bare |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm in ARMS:
+        m = med[arm]
+        each = ", ".join(f"{run['whole_s']:.1f}" for run in data["runs"][arm])
+        lines.append(
+            f"| {arm} | {m['whole_s']:.1f} | {each} | {m['train_s']:.1f} | {m['rest_s']:.1f} | "
+            f"{m['evaluations']:.0f} | {m['videos']:.0f} | {m['ratio_to_bare']:.2f} |"
+        )
+    lines += [
+        "",
+        "| layer | added whole time (s, difference of medians) | share of the user's run |",
+        "| --- | --- | --- |",
+    ]
+    for layer, more, less in LAYERS:
+        diff = med[more]["whole_s"] - med[less]["whole_s"]
+        lines.append(f"| {layer} ({more} - {less}) | {diff:+.1f} | {diff / med['user']['whole_s']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--report", action="store_true", help="only rebuild user_path.md from user_path.json")
     args = parser.parse_args()
+    if args.report:
+        text = write_report(json.loads((OUT / "user_path.json").read_text()))
+        (OUT / "user_path.md").write_text(text)
+        print(text)
+        return
     base = yaml.safe_load(BASE_CONFIG.read_text())
     tmp = Path(tempfile.mkdtemp())
     results: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
@@ -107,17 +148,9 @@ def main() -> None:
             flags[arm] = extra
 
         def command(arm: str, run_dir: Path, steps: int) -> list[str]:
-            return [
-                sys.executable,
-                "-m",
-                "lightning_meta_rl",
-                "fit",
-                "--config",
-                str(tmp / f"{arm}.yaml"),
-                f"--data.total_env_steps={steps}",
-                f"--run_dir={run_dir}",
-                *flags[arm],
-            ]
+            return fit_command(
+                tmp / f"{arm}.yaml", f"--data.total_env_steps={steps}", f"--run_dir={run_dir}", *flags[arm]
+            )
 
         wall([command("user", tmp / "warmup", 2000)], wandb_mode=None)  # untimed: file and import caches warm
         for r in range(args.repeats):
@@ -129,38 +162,14 @@ def main() -> None:
                 print(f"round {r} {arm}: {json.dumps({k: round(v, 2) for k, v in run.items()})}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    med = summarize(results)
+    # the CLI's own choice when WANDB_MODE is unset (lightning_meta_rl/cli.py)
+    mode = "online (credentials found)" if wandb_has_credentials() else "offline (no credentials)"
+    data = {"steps": args.steps, "repeats": args.repeats, "wandb": mode, "runs": results, "medians": summarize(results)}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "user_path.json").write_text(json.dumps({"steps": args.steps, "runs": results, "medians": med}, indent=2))
-    lines = [
-        "# The path a user takes: callbacks and logger",
-        "",
-        f"`python benchmarks/user_path.py --steps {args.steps} --repeats {args.repeats}`: `python -m lightning_meta_rl "
-        f"fit --config <arm>.yaml --data.total_env_steps={args.steps}` with conf/hopper.yaml (Meta arm, Hopper-v5) and "
-        "copies of it with fewer callbacks; OMP_NUM_THREADS and WANDB_MODE unset (so W&B logs offline), whole "
-        f"commands one at a time, medians of {args.repeats} rounds in rotated order after one untimed warm-up run. "
-        "`training` is fit start to the last evaluation (metrics.csv); `rest` is whole - training: imports, set-up, "
-        "the end-of-training callbacks, the last video and teardown.",
-        "",
-        "| arm | whole (s) | training (s) | rest (s) | evaluations | videos | whole / bare |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for arm in ARMS:
-        m = med[arm]
-        lines.append(
-            f"| {arm} | {m['whole_s']:.1f} | {m['train_s']:.1f} | {m['rest_s']:.1f} | {m['evaluations']:.0f} | "
-            f"{m['videos']:.0f} | {m['ratio_to_bare']:.2f} |"
-        )
-    lines += [
-        "",
-        "| layer | added whole time (s, difference of medians) | share of the user's run |",
-        "| --- | --- | --- |",
-    ]
-    for layer, more, less in LAYERS:
-        diff = med[more]["whole_s"] - med[less]["whole_s"]
-        lines.append(f"| {layer} ({more} - {less}) | {diff:+.1f} | {diff / med['user']['whole_s']:.0%} |")
-    (OUT / "user_path.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (OUT / "user_path.json").write_text(json.dumps(data, indent=2))
+    text = write_report(data)
+    (OUT / "user_path.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
