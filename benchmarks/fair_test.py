@@ -234,12 +234,15 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
             point, ci = rly.get_interval_estimates(raw, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
             for a in arms:
                 mine = [r for r in rows if r["env"] == env and r["arm"] == a]
-                steps = np.nanmedian([float(r["teacher_steps"]) for r in mine])  # type: ignore[arg-type]
-                snr = np.nanmedian([float(r["meta_snr"]) for r in mine])  # type: ignore[arg-type]
+                steps = [float(r["teacher_steps"]) for r in mine]  # type: ignore[arg-type]
+                snr = [float(r["meta_snr"]) for r in mine]  # type: ignore[arg-type]
                 cost = np.median([float(r["ms_per_env_step"]) for r in mine])  # type: ignore[arg-type]
+                has_teacher = not np.isnan(steps).all()  # DDPG has none: "-" rather than a NaN warning
                 lines.append(
                     f"| {env} | {a} | {point[a][0]:.1f} [{ci[a][0][0]:.1f}, {ci[a][1][0]:.1f}] | "
-                    f"{raw[a].mean():.1f} +- {raw[a].std(ddof=1):.1f} | {steps:.0f} | {snr:+.3f} | {cost:.2f} |"
+                    f"{raw[a].mean():.1f} +- {raw[a].std(ddof=1):.1f} | "
+                    f"{f'{np.nanmedian(steps):.0f}' if has_teacher else '-'} | "
+                    f"{f'{np.nanmedian(snr):+.3f}' if has_teacher else '-'} | {cost:.2f} |"
                 )
             # the smallest difference of means that n seeds per arm detect (two-sided 5%, power 80%, normal
             # approximation) given the pooled spread: what a null result on this task could have seen
