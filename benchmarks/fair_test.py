@@ -198,6 +198,22 @@ def balanced_seeds(env: str, all_jobs: list[Job], runs: Path) -> list[int]:
     return sorted({j.seed for j in jobs_here} - {j.seed for j in jobs_here if not finished(j, runs)})
 
 
+def aggregate_sets(
+    seeds: dict[str, list[int]], stage_seeds: dict[str, set[int]]
+) -> list[tuple[str, list[str], list[int]]]:
+    """The (label, tasks, seeds) the aggregates are computed over. rliable's [runs, tasks] layout needs the same
+    seeds in every task, so a task still running would cut every other task to its few seeds: the tasks whose
+    stage seeds are all finished come first (and give the performance profile), then every task with at least
+    three finished seeds over the seeds they share. With every task complete, or none, the two are one."""
+    started = [t for t, s in seeds.items() if len(s) >= 3]
+    complete = [t for t in started if set(seeds[t]) == stage_seeds[t]]
+    sets = []
+    for label, tasks in (("the complete tasks", complete), ("every task with three or more seeds", started)):
+        if tasks and all(tasks != other for _, other, _ in sets):
+            sets.append((label, tasks, sorted(set.intersection(*(set(seeds[t]) for t in tasks)))))
+    return sets
+
+
 def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str], cap: int | None = None) -> Path:
     """The rliable report of ``arms`` (``all_jobs``' arms) and its performance profile; returns the report's path."""
     all_rows = [r for r in write_runs(stage, runs, out, cap) if r["arm"] in arms]
@@ -256,29 +272,32 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
             "`ms per env step`: median over seeds of a run's wall time / env steps, two runs sharing the 2 cores "
             "(indicative: other work shared the machine too).",
         ]
-        common = set.intersection(*(set(seeds[t]) for t in tasks))  # rliable's [runs, tasks] needs equal runs
-        lines += ["", f"Aggregates below use the seeds every included task has: {sorted(common)}."]
-        scores = score_matrices([r for r in rows if r["seed"] in common], arms, tasks)
-        point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
-        lines += ["", "Aggregate over tasks (IQM of min-max normalized scores):", ""]
-        lines += [f"- {a}: {point[a][0]:.3f} [{ci[a][0][0]:.3f}, {ci[a][1][0]:.3f}]" for a in arms]
-        pairs = {f"{a} > ddpg": (scores[a], scores["ddpg"]) for a in arms if a != "ddpg" and "ddpg" in arms}
-        pairs |= {
-            f"{a} > {MATCHED_NULL[a]}": (scores[a], scores[MATCHED_NULL[a]])
-            for a in arms
-            if a in MATCHED_NULL and MATCHED_NULL[a] in arms
-        }
-        pairs |= {
-            f"{a} > {EXACT_TWIN[a]}": (scores[a], scores[EXACT_TWIN[a]]) for a in arms if EXACT_TWIN.get(a) in arms
-        }
-        if pairs:
-            prob, prob_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
-            lines += ["", "Probability of improvement, aggregated over tasks [95% CI]:", ""]
-            lines += [
-                f"- P({k}) = {float(prob[k]):.2f} [{float(prob_ci[k][0][0]):.2f}, {float(prob_ci[k][1][0]):.2f}]"
-                for k in pairs
-            ]
-        profile(scores, out / f"profile_{name}.png")
+        stage_seeds = {t: {j.seed for j in all_jobs if j.env == t} for t in tasks}
+        for k, (label, agg_tasks, common) in enumerate(aggregate_sets(seeds, stage_seeds)):
+            lines += ["", f"### Aggregates over {label}: {', '.join(agg_tasks)}; seeds {common}", ""]
+            scores = score_matrices([r for r in rows if r["seed"] in common], arms, agg_tasks)
+            point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
+            lines += ["IQM of min-max normalized scores:", ""]
+            lines += [f"- {a}: {point[a][0]:.3f} [{ci[a][0][0]:.3f}, {ci[a][1][0]:.3f}]" for a in arms]
+            pairs = {f"{a} > ddpg": (scores[a], scores["ddpg"]) for a in arms if a != "ddpg" and "ddpg" in arms}
+            pairs |= {
+                f"{a} > {MATCHED_NULL[a]}": (scores[a], scores[MATCHED_NULL[a]])
+                for a in arms
+                if a in MATCHED_NULL and MATCHED_NULL[a] in arms
+            }
+            pairs |= {
+                f"{a} > {EXACT_TWIN[a]}": (scores[a], scores[EXACT_TWIN[a]]) for a in arms if EXACT_TWIN.get(a) in arms
+            }
+            if pairs:
+                prob, prob_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
+                lines += ["", "Probability of improvement [95% CI]:", ""]
+                lines += [
+                    f"- P({key}) = {float(prob[key]):.2f} [{float(prob_ci[key][0][0]):.2f}, "
+                    f"{float(prob_ci[key][1][0]):.2f}]"
+                    for key in pairs
+                ]
+            if k == 0:
+                profile(scores, out / f"profile_{name}.png")
     path = out / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path

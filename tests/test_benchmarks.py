@@ -179,3 +179,26 @@ def test_user_path_summary_prices_whole_runs_against_the_bare_arm() -> None:
     # the rest is the median of each run's whole - training (10, 18, 10), not the difference of medians (35 - 22)
     assert med["user"]["whole_s"] == 35 and med["user"]["train_s"] == 22 and med["user"]["rest_s"] == 10
     assert med["bare"]["ratio_to_bare"] == 1.0 and med["user"]["ratio_to_bare"] == pytest.approx(35 / 12)
+
+
+def test_fair_test_aggregates_complete_tasks_first_so_a_task_in_progress_cannot_cut_their_seeds() -> None:
+    from fair_test import aggregate_sets
+
+    ten = set(range(100, 110))
+    stage = {"pendulum": ten, "inverted_pendulum": ten, "sparse_mountain_car": ten, "hopper": ten}
+    seeds = {"pendulum": sorted(ten), "inverted_pendulum": sorted(ten), "sparse_mountain_car": [100, 101, 102]}
+    seeds["hopper"] = [100, 101]  # under three seeds: in no aggregate
+    assert aggregate_sets(seeds, stage) == [
+        ("the complete tasks", ["pendulum", "inverted_pendulum"], sorted(ten)),
+        (
+            "every task with three or more seeds",
+            ["pendulum", "inverted_pendulum", "sparse_mountain_car"],
+            [100, 101, 102],
+        ),
+    ]
+    done = {t: sorted(ten) for t in stage}
+    assert aggregate_sets(done, stage) == [("the complete tasks", list(stage), sorted(ten))]  # one set, not two
+    partial = {"pendulum": [100, 101, 102, 103], "hopper": [100, 101, 102]}
+    assert aggregate_sets(partial, stage) == [
+        ("every task with three or more seeds", ["pendulum", "hopper"], [100, 101, 102])
+    ]
