@@ -1,6 +1,10 @@
 """Steady-state DDPG updates per second, eager against ``--model.compile=true`` (lightning_meta_rl/compiled.py),
 and what compiling costs at start-up.
 
+The compiled update has two forms: one graph (``compiled``: where the backward is plain autograd, the
+single-process fast path and the look-ahead copy) and pieces (``pieces``: where a backward must stay
+visible, as under DDP; timed here with a backward that is not ``torch.Tensor.backward``).
+
 For each setting (``default``: 64-64 LayerNorm, batch 64; ``modern``: 256-256, batch 256, conf/profiles/
 modern.yaml's learning rates and tau) on Hopper-v5's sizes (11 observations, 3 actions), one thread:
 
@@ -46,12 +50,12 @@ OUT = Path(__file__).resolve().parent / "results" / "compile" / "compile.md"
 
 
 class Arm:
-    def __init__(self, s: dict, update) -> None:
+    def __init__(self, s: dict, update, backward=torch.Tensor.backward) -> None:
         torch.manual_seed(0)
         self.student = Student(OBS, ActionScale([-1.0] * ACT, [1.0] * ACT), s["hidden"], layer_norm=True)
         self.actor_opt = make_adam(list(self.student.actor.parameters()), s["actor_lr"])
         self.critic_opt = make_adam(list(self.student.critic.parameters()), s["critic_lr"])
-        self.update, self.tau, self.i = update, s["tau"], 0
+        self.update, self.tau, self.i, self.backward = update, s["tau"], 0, backward
 
     def run(self, batches: list[Batch], n: int, student: Student | None = None, opts=None) -> float:
         student = student or self.student
@@ -66,7 +70,7 @@ class Arm:
                 gamma=0.99,
                 tau=self.tau,
                 critic_l2=1e-2,
-                backward=torch.Tensor.backward,
+                backward=self.backward,
             )
             self.i += 1
         return time.perf_counter() - t
@@ -77,7 +81,13 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     batches = pool(s["batch"])
     compiled = CompiledDDPG()
     eager, comp = Arm(s, ddpg_update), Arm(s, compiled.update)
+    pieces = Arm(s, compiled.update, backward=lambda loss: loss.backward())
     eager.run(batches, 20)
+    t = time.perf_counter()
+    pieces.run(batches, 1)
+    pieces_first = time.perf_counter() - t
+    pieces.run(batches, 20)
+    pieces_startup = pieces_first - pieces.run(batches, 50) / 50
     graphs0 = int(counters["stats"]["unique_graphs"])
     first = comp.run(batches, 1)
     comp.run(batches, 20)
@@ -89,10 +99,10 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
     comp.run(batches, 10, clone, (ca, cc))
     graphs_after_look = int(counters["stats"]["unique_graphs"]) - graphs0
 
-    rates: dict[str, list[float]] = {"eager": [], "compiled": []}
+    rates: dict[str, list[float]] = {"eager": [], "compiled": [], "pieces": []}
     copy_ms: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(args.rounds):
-        for arm_name, arm in (("eager", eager), ("compiled", comp)):
+        for arm_name, arm in (("eager", eager), ("compiled", comp), ("pieces", pieces)):
             rates[arm_name].append(args.updates / arm.run(batches, args.updates))
         t = time.perf_counter()
         lookahead_copy(eager.student, eager.actor_opt, eager.critic_opt)
@@ -103,12 +113,16 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, float]:
         comp.run(batches, 5, clone, (ca, cc))  # the copy is trained, as in an iteration
     graphs_end = int(counters["stats"]["unique_graphs"]) - graphs0
     e, c = statistics.median(rates["eager"]), statistics.median(rates["compiled"])
+    pc = statistics.median(rates["pieces"])
     startup = first - steady
     saved = 1 / e - 1 / c
     return {
         "eager": e,
         "compiled": c,
         "speedup": c / e,
+        "pieces": pc,
+        "pieces_speedup": pc / e,
+        "pieces_startup_s": pieces_startup,
         "eager_ms": 1e3 / e,
         "compiled_ms": 1e3 / c,
         "startup_s": startup,
@@ -148,17 +162,22 @@ def main() -> None:
         f"{args.updates} updates per arm, batches from a pre-built pool (the update alone is timed).",
         "",
         "| setting | eager updates/s | compiled updates/s | speed-up | eager ms/update | compiled ms/update "
-        "| compile start-up s | break-even updates |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| compile start-up s | break-even updates | pieces updates/s | pieces speed-up | pieces start-up s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['speedup']:.2f}x | {r['eager_ms']:.3f} "
-            f"| {r['compiled_ms']:.3f} | {r['startup_s']:.1f} | {r['break_even']:.0f} |"
+            f"| {r['compiled_ms']:.3f} | {r['startup_s']:.1f} | {r['break_even']:.0f} | {r['pieces']:.0f} "
+            f"| {r['pieces_speedup']:.2f}x | {r['pieces_startup_s']:.1f} |"
         )
     lines += [
         "",
-        "Start-up: the first compiled update's time minus a steady one (every piece compiles there). "
+        "compiled: the one-graph update (one process, nothing listening to the backward: the default fast "
+        "path and the look-ahead copy); pieces: the piecewise compiled update used where a backward must stay "
+        "visible (DDP, hooks), timed with a backward that is not torch.Tensor.backward. "
+        "Start-up: the first compiled update's time minus a steady one (everything compiles there; the pieces "
+        "arm compiles first, so its own graphs only). "
         "Break-even: updates after which the compiled run has caught up (start-up / time saved per update); "
         "at the default utd_ratio 0.25 that is 4x as many environment steps.",
         "",

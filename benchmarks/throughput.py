@@ -17,6 +17,11 @@ Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of 
   update-to-data ratio (``train_freq = d0_steps`` env steps, then ``utd_ratio * d0_steps`` gradient steps,
   as our loop does). Differences it keeps: one learning rate for actor and critic (the actor's), no
   LayerNorm, no observation normalization, no critic L2. Timed over the same window (after warm-up).
+* ``ddpg_compiled`` and ``meta_compiled`` (with ``--compile``): the two arms with ``--model.compile=true``
+  (lightning_meta_rl/compiled.py: on this single-process path, one compiled graph per update). Their window
+  starts at the second training iteration, so compiling (in the first) is left out of the steady state and
+  reported on its own: the first iteration's time less the window's mean time per iteration (only the
+  process's first compiled run compiles; later ones reuse dynamo's code).
 * ``ddpg_lightning`` (with ``--lightning-path``): the DDPG arm with a callback that listens to the
   backward and optimizer-step hooks, so every student update goes through ``manual_backward`` and
   ``LightningOptimizer.step`` (lightning_meta_rl/fast_path.py): what skipping them buys.
@@ -36,6 +41,7 @@ Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and `
     python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
     python benchmarks/throughput.py --lightning-path   # adds the ddpg_lightning arm
     python benchmarks/throughput.py --sb3              # adds Stable-Baselines3's DDPG (the "bench" extra)
+    python benchmarks/throughput.py --compile          # adds the compiled DDPG and Meta arms
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import argparse
 import csv
 import gc
 import logging
+import math
 import os
 import statistics
 import sys
@@ -71,7 +78,14 @@ from lightning_meta_rl.types import Batch, Rollout
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "Hopper-v5"
 ARMS = ("ref", "ddpg", "meta")
-ARM_CONFIG = {"ddpg": "conf/hopper_ddpg.yaml", "meta": "conf/hopper.yaml", "ddpg_lightning": "conf/hopper_ddpg.yaml"}
+ARM_CONFIG = {
+    "ddpg": "conf/hopper_ddpg.yaml",
+    "meta": "conf/hopper.yaml",
+    "ddpg_lightning": "conf/hopper_ddpg.yaml",
+    "ddpg_compiled": "conf/hopper_ddpg.yaml",
+    "meta_compiled": "conf/hopper.yaml",
+}
+COMPILED_ARMS = ("ddpg_compiled", "meta_compiled")
 SETTINGS = {"default": [], "modern": ["conf/profiles/modern.yaml"]}
 
 
@@ -83,6 +97,7 @@ class Run:
     env_steps: int
     seconds: float
     updates: int
+    startup_s: float = 0.0  # compiled arms: the first iteration's time beyond a steady one
 
     def row(self) -> dict[str, object]:
         return {
@@ -100,6 +115,8 @@ def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
     args += [f"--seed_everything={seed}", f"--data.total_env_steps={steps}", f"--run_dir={run_dir}"]
     args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
     args += ["--trainer.enable_model_summary=false", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
+    if arm in COMPILED_ARMS:
+        args.append("--model.compile=true")
     return cli(args, run=False)
 
 
@@ -116,10 +133,12 @@ class ListenToHooks(Callback):
 class Window(Callback):
     """Wall time, env steps and gradient updates from the first training iteration to the end of the last."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_batch: int = 0) -> None:
+        self.first_batch = first_batch  # the window starts at this training iteration
         self.t0: float | None = None
         self.t1, self.excluded, self.steps0, self.steps1, self.updates = 0.0, 0.0, 0, 0, 0
-        self.lookahead_updates = 0
+        self.lookahead_updates, self.batches, self.before_s = 0, 0, 0.0
+        self.t_start: float | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         data = trainer.datamodule
@@ -134,20 +153,28 @@ class Window(Callback):
         data.evaluate = timed_evaluate
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self.t0 is None:  # the module's on_train_start (warm-up, first R(pi)) has run by now
+        # the module's on_train_start (warm-up, first R(pi)) has run by now
+        if self.t_start is None:
+            self.t_start = time.perf_counter()
+        if self.t0 is None and batch_idx >= self.first_batch:
             self.steps0, self.t0 = trainer.datamodule.env_steps, time.perf_counter()
+            self.before_s = self.t0 - self.t_start - self.excluded  # the iterations left out of the window
+            self.excluded = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.t0 is None:
+            return
         # student updates: utd_ratio per env step (exact up to the carried fraction); plus the look-ahead's
         self.updates = int(pl_module.utd_ratio * (trainer.datamodule.env_steps - self.steps0))
         self.lookahead_updates += pl_module.meta_cfg.lookahead_updates if pl_module.is_meta else 0
         self.steps1, self.t1 = trainer.datamodule.env_steps, time.perf_counter()
+        self.batches += 1
 
 
 def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
     with tempfile.TemporaryDirectory() as tmp:
         c = build_cli(setting, arm, steps, repeat, os.path.join(tmp, "run"))
-        window = Window()
+        window = Window(first_batch=1 if arm in COMPILED_ARMS else 0)
         c.trainer.callbacks.append(window)
         if arm == "ddpg_lightning":
             c.trainer.callbacks.append(ListenToHooks())
@@ -155,7 +182,8 @@ def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
     assert window.t0 is not None, "training ran no iteration"
     seconds = window.t1 - window.t0 - window.excluded
     updates = window.updates + window.lookahead_updates
-    return Run(setting, arm, repeat, window.steps1 - window.steps0, seconds, updates)
+    startup = window.before_s - window.first_batch * seconds / window.batches if window.first_batch else 0.0
+    return Run(setting, arm, repeat, window.steps1 - window.steps0, seconds, updates, startup)
 
 
 def ddpg_recipe(setting: str, steps: int) -> tuple[MetaRLModule, RolloutDataModule]:
@@ -279,20 +307,43 @@ def medians(runs: list[Run], setting: str, arm: str) -> tuple[float, float]:
 
 
 def ratio_lines(runs: list[Run], setting: str) -> list[str]:
-    (ref, _), (ddpg, _), (meta, _) = (medians(runs, setting, arm) for arm in ARMS)
-    overhead, meta_cost = ddpg / ref, ddpg / meta
+    def has(arm: str) -> bool:
+        return any(r.setting == setting and r.arm == arm for r in runs)
+
+    (ref, _), (ddpg, _) = medians(runs, setting, "ref"), medians(runs, setting, "ddpg")
+    overhead = ddpg / ref
     lines = [
         f"- {setting}: DDPG arm / reference env steps/s = {overhead:.3f} (target >= 0.95: "
         f"{'met' if overhead >= 0.95 else 'NOT met'})",
-        f"- {setting}: Meta arm / DDPG arm wall-clock per env step = {meta_cost:.3f} (target <= 1.5: "
-        f"{'met' if meta_cost <= 1.5 else 'NOT met'})",
     ]
+    meta = medians(runs, setting, "meta")[0] if has("meta") else math.nan
+    if has("meta"):
+        meta_cost = ddpg / meta
+        lines.append(
+            f"- {setting}: Meta arm / DDPG arm wall-clock per env step = {meta_cost:.3f} (target <= 1.5: "
+            f"{'met' if meta_cost <= 1.5 else 'NOT met'})"
+        )
     if any(r.setting == setting and r.arm == "ddpg_lightning" for r in runs):
         full, _ = medians(runs, setting, "ddpg_lightning")
         lines.append(f"- {setting}: DDPG arm through Lightning's hooks / reference env steps/s = {full / ref:.3f}")
+    compiled = any(r.setting == setting and r.arm == "ddpg_compiled" for r in runs)
+    if compiled:
+        fast, _ = medians(runs, setting, "ddpg_compiled")
+        # dynamo keeps compiled code for the process's lifetime: only the first compiled run compiles
+        startup = max(r.startup_s for r in runs if r.setting == setting and r.arm == "ddpg_compiled")
+        lines.append(
+            f"- {setting}: compiled DDPG arm / reference env steps/s = {fast / ref:.3f} (target >= 1.5: "
+            f"{'met' if fast / ref >= 1.5 else 'NOT met'}); compiled / eager DDPG arm = {fast / ddpg:.3f}; "
+            f"compile start-up {startup:.1f} s (the first compiled run of the process, cold or warm inductor cache)"
+        )
+    if has("meta_compiled") and has("meta"):
+        fast_meta, _ = medians(runs, setting, "meta_compiled")
+        lines.append(f"- {setting}: compiled Meta arm / eager Meta arm env steps/s = {fast_meta / meta:.3f}")
     if any(r.setting == setting and r.arm == "sb3" for r in runs):
         peer, _ = medians(runs, setting, "sb3")
         lines.append(f"- {setting}: DDPG arm / Stable-Baselines3 DDPG env steps/s = {ddpg / peer:.3f}")
+        if compiled:
+            lines.append(f"- {setting}: compiled DDPG arm / Stable-Baselines3 DDPG env steps/s = {fast / peer:.3f}")
     return lines
 
 
@@ -365,6 +416,8 @@ def main() -> None:
         "--lightning-path", action="store_true", help="add the ddpg_lightning arm (Lightning's hooks on every update)"
     )
     parser.add_argument("--sb3", action="store_true", help="add Stable-Baselines3's DDPG (pip install -e '.[bench]')")
+    parser.add_argument("--compile", action="store_true", help="add the ddpg_compiled and meta_compiled arms")
+    parser.add_argument("--arms", nargs="+", default=None, help="run only these arms (ref and ddpg always run)")
     args = parser.parse_args()
     steps = args.steps or (3000 if args.quick else 20000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -372,6 +425,9 @@ def main() -> None:
     quiet()
     arms = (*ARMS, "ddpg_lightning") if args.lightning_path else ARMS
     arms = (*arms, "sb3") if args.sb3 else arms
+    arms = (*arms, *COMPILED_ARMS) if args.compile else arms
+    if args.arms:
+        arms = tuple(a for a in arms if a in ("ref", "ddpg", *args.arms))
     runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps, arms)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "throughput.csv")

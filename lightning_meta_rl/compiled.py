@@ -1,11 +1,15 @@
-"""``--model.compile=true``: the DDPG update of :func:`~lightning_meta_rl.student.ddpg_update`, its pieces
-compiled with ``torch.compile`` (inductor).
+"""``--model.compile=true``: the DDPG update of :func:`~lightning_meta_rl.student.ddpg_update` compiled with
+``torch.compile`` (inductor), in one of two forms.
 
-Compiling the whole update as one graph gains nothing (each backward is a graph break), so the pieces
-between the backwards are compiled separately: the critic loss (target computation included), the actor
-loss and the Adam steps. The polyak averaging stays one eager foreach kernel (compiled, it was slower).
-The backwards stay where they are (``loss.backward`` or Lightning's ``manual_backward``), so DDP's
-gradient averaging and Lightning's hooks still see them.
+* **One graph** (:func:`_fused_update`), wherever the backward is plain autograd: the live student on the
+  fast path (one process, nothing listening to Lightning's hooks, fast_path.py) and the look-ahead copy.
+  The gradients come from ``torch.func.grad_and_value`` over ``functional_call`` rather than from
+  ``loss.backward`` (a graph break), so the critic's loss, gradient and Adam step, the actor's, and the
+  polyak averaging compile into one function. It writes no ``.grad``: nothing after the update reads one.
+* **Pieces**, where something must see the backward (DDP's gradient averaging, a callback's
+  ``on_before_backward``, ...): the critic loss (target computation included), the actor loss and the Adam
+  steps are compiled separately, and the backwards stay where they are (``manual_backward``). The polyak
+  averaging stays one eager foreach kernel (compiled on its own, it was slower).
 
 Every compiled function takes the modules or tensors it works on as arguments; dynamo guards on their
 types and tensor shapes, not on their identity, so the look-ahead student reuses the code compiled for
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad_and_value
 
 from lightning_meta_rl.fast_path import CountedOptimizer
 from lightning_meta_rl.losses import actor_loss, critic_loss, td_target
@@ -95,6 +100,66 @@ def _polyak(student: Student, tau: float) -> None:
         )
 
 
+class _AdamState(NamedTuple):
+    """One optimizer's per-parameter Adam tensors (the optimizer's own, updated in place) and settings."""
+
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+
+
+def _fused_update(
+    student: Student,
+    actor_params: dict[str, torch.Tensor],
+    critic_params: dict[str, torch.Tensor],
+    actor_adam: _AdamState,
+    critic_adam: _AdamState,
+    batch: Batch,
+    gamma: float,
+    tau: float,
+    critic_l2: float,
+    critic_weights: tuple[str, ...],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ddpg_update's arithmetic in one graph. ``*_params`` are detached views of the live parameters (by
+    name), updated in place with the Adam state; returns the critic loss, the actor loss and the batch's
+    mean Q."""
+
+    def actor(params: dict[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        return functional_call(student.actor, params, (obs,))
+
+    def critic(params: dict[str, torch.Tensor], obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return functional_call(student.critic, params, (obs, action))
+
+    with torch.no_grad():
+        next_q = student.critic_target(batch.next_obs, student.actor_target(batch.next_obs))
+        target = td_target(batch.reward, next_q, batch.terminated, gamma)
+
+    def q_loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        q = critic(params, batch.obs, batch.action)
+        return critic_loss(q, target, [params[n] for n in critic_weights], critic_l2), q.mean()
+
+    critic_grads, (loss_q, q_mean) = grad_and_value(q_loss, has_aux=True)(critic_params)
+    _adam(list(critic_params.values()), [critic_grads[n] for n in critic_params], *critic_adam)
+
+    def pi_loss(params: dict[str, torch.Tensor]) -> torch.Tensor:  # the critic just updated, as in ddpg_update
+        return actor_loss(critic(critic_params, batch.obs, actor(params, batch.obs)))
+
+    actor_grads, loss_pi = grad_and_value(pi_loss)(actor_params)
+    _adam(list(actor_params.values()), [actor_grads[n] for n in actor_params], *actor_adam)
+
+    with torch.no_grad():
+        torch._foreach_lerp_(
+            [*student.actor_target.parameters(), *student.critic_target.parameters()],
+            [*actor_params.values(), *critic_params.values()],
+            tau,
+        )
+    return loss_q.detach(), loss_pi.detach(), q_mean.detach()
+
+
 def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
@@ -121,6 +186,7 @@ class CompiledDDPG:
         if self._fns is None:
             # static shapes: each network size gets its own graphs (a handful), never dynamic-shape kernels
             self._fns = {
+                "fused": torch.compile(_fused_update, dynamic=False),
                 "critic": torch.compile(_critic_loss, dynamic=False),
                 "actor": torch.compile(_actor_loss, dynamic=False),
                 "adam": torch.compile(_adam, dynamic=False),
@@ -139,7 +205,28 @@ class CompiledDDPG:
         critic_l2: float,
         backward: Callable[[torch.Tensor], None],
     ) -> dict[str, torch.Tensor]:
-        """What :func:`~lightning_meta_rl.student.ddpg_update` does, in the same order, compiled piecewise."""
+        """What :func:`~lightning_meta_rl.student.ddpg_update` does, in the same order: in one compiled graph
+        where the backward is plain autograd and both optimizers are the student's Adam, else in pieces."""
+        fused = self._fused_inputs(student, actor_opt, critic_opt) if backward is torch.Tensor.backward else None
+        if fused is not None:
+            actor_params, critic_params, actor_adam, critic_adam = fused
+            for opt in (critic_opt, actor_opt):  # counted in Lightning's step count, as self.step does
+                if isinstance(opt, CountedOptimizer):
+                    opt.lightning_optimizer._on_before_step()
+                    opt.lightning_optimizer._on_after_step()
+            loss_q, loss_pi, q_mean = self.fns["fused"](
+                student,
+                actor_params,
+                critic_params,
+                actor_adam,
+                critic_adam,
+                batch,
+                gamma,
+                tau,
+                critic_l2,
+                _weight_names(student.critic),
+            )
+            return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
         fns = self.fns
         loss_q, q_mean = fns["critic"](
             student.critic, student.critic_target, student.actor_target, batch, gamma, critic_l2
@@ -159,6 +246,37 @@ class CompiledDDPG:
 
         _polyak(student, tau)
         return {"critic_loss": loss_q.detach(), "actor_loss": loss_pi.detach(), "q": q_mean}
+
+    def _fused_inputs(
+        self, student: Student, actor_opt: Optimizer, critic_opt: Optimizer
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], _AdamState, _AdamState] | None:
+        """The one-graph update's inputs, or None where it does not apply: each optimizer must be a plain
+        Adam (raw, or counted by fast_path.py) with one group holding exactly its network's parameters."""
+        found = []
+        for opt, net in ((actor_opt, student.actor), (critic_opt, student.critic)):
+            raw = opt.optimizer if isinstance(opt, CountedOptimizer) else opt
+            if not isinstance(raw, torch.optim.Optimizer) or not _plain_adam(raw) or len(raw.param_groups) != 1:
+                return None
+            group = raw.param_groups[0]
+            named = list(net.named_parameters())
+            if len(group["params"]) != len(named) or any(
+                p is not q for p, (_, q) in zip(group["params"], named, strict=True)
+            ):
+                return None
+            states = [self._state(raw, group, p) for _, p in named]
+            beta1, beta2 = group["betas"]
+            adam = _AdamState(
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states],
+                float(group["lr"]),
+                float(beta1),
+                float(beta2),
+                float(group["eps"]),
+            )
+            found.append(({n: p.detach() for n, p in named}, adam))
+        (actor_params, actor_adam), (critic_params, critic_adam) = found
+        return actor_params, critic_params, actor_adam, critic_adam
 
     # ------------------------------------------------------------------ optimizer steps
     def step(self, opt: Optimizer) -> None:
@@ -242,6 +360,12 @@ def _plain_adam(opt: torch.optim.Optimizer) -> bool:
         and not torch.is_tensor(g.get("lr"))
         for g in opt.param_groups
     )
+
+
+def _weight_names(critic: Critic) -> tuple[str, ...]:
+    """The names of the weights in ``critic.weight_matrices()`` (the L2 penalty's), for functional_call."""
+    ids = {id(w) for w in critic.weight_matrices()}
+    return tuple(n for n, p in critic.named_parameters() if id(p) in ids)
 
 
 def _same_layout(a: nn.Module, b: nn.Module) -> bool:

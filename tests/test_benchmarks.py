@@ -202,3 +202,21 @@ def test_fair_test_aggregates_complete_tasks_first_so_a_task_in_progress_cannot_
     assert aggregate_sets(partial, stage) == [
         ("every task with three or more seeds", ["pendulum", "hopper"], [100, 101, 102])
     ]
+
+
+def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_first_compile() -> None:
+    from throughput import Run, ratio_lines
+
+    def run(arm: str, repeat: int, steps_per_s: float, startup: float = 0.0) -> Run:
+        return Run("default", arm, repeat, 1000, 1000 / steps_per_s, 250, startup)
+
+    runs = [run("ref", r, 500) for r in range(3)] + [run("ddpg", r, 520) for r in range(3)]
+    runs += [run("ddpg_compiled", 0, 800, 30.0), run("ddpg_compiled", 1, 760, 0.1), run("ddpg_compiled", 2, 700)]
+    lines = ratio_lines(runs, "default")
+    assert not [line for line in lines if "Meta" in line]  # no Meta arm ran: no Meta ratio
+    compiled = next(line for line in lines if line.startswith("- default: compiled DDPG arm / reference"))
+    assert "= 1.520 (target >= 1.5: met)" in compiled  # the median 760 against 500
+    assert "compiled / eager DDPG arm = 1.462" in compiled
+    assert "compile start-up 30.0 s" in compiled  # the first compiled run's, not the median's 0.1
+    slow = [r for r in runs if r.arm != "ddpg_compiled"] + [run("ddpg_compiled", r, 600) for r in range(3)]
+    assert "(target >= 1.5: NOT met)" in next(line for line in ratio_lines(slow, "default") if "compiled" in line)

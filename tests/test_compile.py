@@ -109,6 +109,23 @@ def test_compiled_update_and_lookahead_match_eager_and_do_not_recompile() -> Non
     assert unique_graphs() == graphs, "student updates after the look-ahead recompiled"
 
 
+def test_both_compiled_forms_match_eager_and_the_plain_backward_takes_the_one_graph() -> None:
+    """The one graph (plain autograd) writes no .grad; the pieces (a backward that must stay visible, as
+    DDP's manual_backward) run real backwards. Both compute what the eager update computes."""
+    eager, e_actor, e_critic = make_student()
+    data = batches(5, seed=7)
+    expected = train(ddpg_update, eager, e_actor, e_critic, data)
+    for backward, grads_written in ((torch.Tensor.backward, False), (lambda loss: loss.backward(), True)):
+        student, actor_opt, critic_opt = make_student()
+        compiled = CompiledDDPG()
+        got = [compiled.update(student, b, actor_opt, critic_opt, **HP, backward=backward) for b in data]
+        for e, c in zip(expected, got, strict=True):
+            for k in e:
+                torch.testing.assert_close(c[k], e[k], **TOL, msg=k)
+        assert_same_state(eager, student, (e_actor, e_critic), (actor_opt, critic_opt))
+        assert all((p.grad is not None) == grads_written for p in student.parameters() if p.requires_grad)
+
+
 def eval_returns(run_dir: Path) -> list[float]:
     _, rows = read_metrics(run_dir)
     return [float(r["eval/return"]) for r in rows]
