@@ -11,10 +11,6 @@
   steps are compiled separately, and the backwards stay where they are (``manual_backward``). The polyak
   averaging stays one eager foreach kernel (compiled on its own, it was slower).
 
-Acting is compiled too (:meth:`CompiledDDPG.forward`): the student's mu(s) (and Q(s, a) for ``meta_state``)
-inside the exploration policy, and the actors of the deterministic rollouts (D1, R(pi), evaluation). A
-learned teacher's own network stays eager.
-
 Every compiled function takes the modules or tensors it works on as arguments; dynamo guards on their
 types and tensor shapes, not on their identity, so the look-ahead student reuses the code compiled for
 the live student (benchmarks/compile_speed.py counts the graphs). The look-ahead student is one persistent
@@ -31,7 +27,6 @@ own optimizer step (taken when a callback listens to the optimizer hooks, see fa
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -40,7 +35,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from lightning_meta_rl.exploration import ActingView
 from lightning_meta_rl.fast_path import CountedOptimizer
 from lightning_meta_rl.losses import actor_loss, critic_loss, td_target
 from lightning_meta_rl.networks import Actor, Critic
@@ -166,11 +160,6 @@ def _fused_update(
     return loss_q.detach(), loss_pi.detach(), q_mean.detach()
 
 
-def _forward(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    """A module's forward pass: compiled for acting (one step of the environments at a time)."""
-    return module(*inputs)
-
-
 def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
@@ -198,7 +187,6 @@ class CompiledDDPG:
             # static shapes: each network size gets its own graphs (a handful), never dynamic-shape kernels
             self._fns = {
                 "fused": torch.compile(_fused_update, dynamic=False),
-                "forward": torch.compile(_forward, dynamic=False),
                 "critic": torch.compile(_critic_loss, dynamic=False),
                 "actor": torch.compile(_actor_loss, dynamic=False),
                 "adam": torch.compile(_adam, dynamic=False),
@@ -258,15 +246,6 @@ class CompiledDDPG:
 
         _polyak(student, tau)
         return {"critic_loss": loss_q.detach(), "actor_loss": loss_pi.detach(), "q": q_mean}
-
-    def forward(self, module: nn.Module) -> Callable[..., torch.Tensor]:
-        """``module``'s forward, compiled: same values as ``module(*inputs)`` up to float rounding. Dynamo guards
-        on the module's type and tensor shapes, so every actor of one size shares the code."""
-        return functools.partial(self.fns["forward"], module)
-
-    def acting(self, student: Student) -> ActingView:
-        """The student's actor and critic as the exploration policy reads them, compiled."""
-        return ActingView(self.forward(student.actor), self.forward(student.critic))
 
     def _fused_inputs(
         self, student: Student, actor_opt: Optimizer, critic_opt: Optimizer

@@ -9,8 +9,7 @@ also give log pi_e of the actions they took.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,24 +22,6 @@ from lightning_meta_rl.student import Student
 KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou")
 
 
-class Acting(Protocol):
-    """What an exploration reads from the student while acting: mu(s) and Q(s, a). A :class:`Student` is one;
-    with ``--model.compile=true`` the module passes an :class:`ActingView` of compiled forwards."""
-
-    @property
-    def actor(self) -> Callable[[torch.Tensor], torch.Tensor]: ...
-
-    @property
-    def critic(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]: ...
-
-
-class ActingView(NamedTuple):
-    """The student's actor and critic as other callables (compiled forwards of the same modules)."""
-
-    actor: Callable[[torch.Tensor], torch.Tensor]
-    critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 class Exploration(nn.Module):
     """Base class: ``act`` samples an exploratory action; learned subclasses implement ``log_prob``."""
 
@@ -50,7 +31,7 @@ class Exploration(nn.Module):
         super().__init__()
         self.scale = scale
 
-    def act(self, obs: torch.Tensor, student: Acting, generator: torch.Generator) -> Action:
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         raise NotImplementedError
 
     def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
@@ -68,7 +49,7 @@ class GaussianNoise(Exploration):
         super().__init__(scale)
         self.sigma = sigma
 
-    def act(self, obs: torch.Tensor, student: Acting, generator: torch.Generator) -> Action:
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         # The arithmetic runs in numpy on the host: the collector needs the actions there anyway, and for a
         # handful of numbers numpy's per-call cost is about half of torch's. The operations and their order
         # are torch's (noise * sigma * half_range + mu, then clamp), so for float32 and float64 actors the
@@ -98,7 +79,7 @@ class OUNoise(Exploration):
             self.state = self.state.clone()  # not in place: the state may come from the collector's inference mode
             self.state[index] = 0.0
 
-    def act(self, obs: torch.Tensor, student: Acting, generator: torch.Generator) -> Action:
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         mean = student.actor(obs)
         if self.state is None or self.state.shape != mean.shape:
             self.state = torch.zeros(mean.shape)
@@ -118,10 +99,10 @@ class LearnedTeacher(Exploration):
         super().__init__(scale)
         self.head = head
 
-    def context(self, obs: torch.Tensor, student: Acting) -> torch.Tensor:
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         raise NotImplementedError
 
-    def act(self, obs: torch.Tensor, student: Acting, generator: torch.Generator) -> Action:
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         ctx = self.context(obs, student)
         raw = self.head.sample(ctx, generator)
         return Action(raw, self.scale.clip(raw), ctx)
@@ -173,7 +154,7 @@ class MetaTeacher(LearnedTeacher):
     def context_width(obs_dim: int, act_dim: int) -> int:
         return obs_dim
 
-    def context(self, obs: torch.Tensor, student: Acting) -> torch.Tensor:
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         return obs
 
 
@@ -204,7 +185,7 @@ class MetaStateTeacher(MetaTeacher):
     def context_width(obs_dim: int, act_dim: int) -> int:
         return obs_dim + 1 + act_dim
 
-    def context(self, obs: torch.Tensor, student: Acting) -> torch.Tensor:
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         with torch.no_grad():
             mu = student.actor(obs)
             q = ((student.critic(obs, mu) - self.q_mean) / self.q_std).clamp(-self.Q_CLIP, self.Q_CLIP)
@@ -231,7 +212,7 @@ class MetaVarianceTeacher(LearnedTeacher):
     def __init__(self, scale: ActionScale, sigma: float) -> None:
         super().__init__(scale, GaussianHead(scale.low.numel(), scale, sigma, learn_std=True, hidden=None))
 
-    def context(self, obs: torch.Tensor, student: Acting) -> torch.Tensor:
+    def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         with torch.no_grad():
             return student.actor(obs)
 
@@ -263,11 +244,8 @@ def build_exploration(
 class ExplorationPolicy:
     """Adapts an Exploration + the live student to the Collector's Policy protocol."""
 
-    def __init__(
-        self, exploration: Exploration, student: Student, generator: torch.Generator, acting: Acting | None = None
-    ) -> None:
-        self.exploration, self.generator = exploration, generator
-        self.student: Acting = student if acting is None else acting
+    def __init__(self, exploration: Exploration, student: Student, generator: torch.Generator) -> None:
+        self.exploration, self.student, self.generator = exploration, student, generator
         device = student.actor.scale.low.device  # looked up once per rollout, not once per step
         self.device = None if device.type == "cpu" else device  # observations arrive on the host
 
@@ -281,14 +259,11 @@ class ExplorationPolicy:
 class DeterministicPolicy:
     """The student's (or a look-ahead copy's) mu(s), no noise."""
 
-    def __init__(self, actor: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(self, actor: nn.Module) -> None:
         self.actor = actor
-        self.forward = actor if forward is None else forward  # a compiled forward of the same actor
-        device = next(actor.parameters()).device
-        self.device = None if device.type == "cpu" else device  # observations arrive on the host
 
     def act(self, obs: torch.Tensor) -> Action:
-        a = self.forward(obs if self.device is None else obs.to(self.device))
+        a = self.actor(obs.to(next(self.actor.parameters()).device))
         return Action(a, a)
 
     def reset(self, index: int) -> None:

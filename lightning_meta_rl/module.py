@@ -210,7 +210,8 @@ class MetaRLModule(L.LightningModule):
         (K = 1: the paper's method; above 1 every step below runs once per sample)."""
         cfg, start = self.meta_cfg, data.env_steps
         # 1. D0 from the teacher as it is now: one segment of d0_steps per sample, each from its own environment
-        d0 = data.collect_steps(self.exploration_policy(data), cfg.samples * cfg.d0_steps)
+        policy = ExplorationPolicy(self.exploration, self.student, data.noise_rng)
+        d0 = data.collect_steps(policy, cfg.samples * cfg.d0_steps)
         segments = [d0] if cfg.samples == 1 else [d0.environment(i, cfg.samples) for i in range(cfg.samples)]
         # the diagnostic on every iteration, before the student changes: the rollouts below may end the run,
         # so whether this iteration's metrics are written is not known yet
@@ -231,7 +232,7 @@ class MetaRLModule(L.LightningModule):
             r_pi = self.r_pi
             if cfg.paired_evaluation:  # option: R(pi) from the same reset seeds as D1 (common random numbers)
                 r_pi = self._rollout_student(data, seed).mean_return
-            d1s = [data.collect_episodes(self.greedy(a), cfg.eval_episodes, seed) for a in lookahead_actors]
+            d1s = [data.collect_episodes(DeterministicPolicy(a), cfg.eval_episodes, seed) for a in lookahead_actors]
             # 4. meta-rewards
             meta_rewards = [d1.mean_return - r_pi for d1 in d1s]
         # 5. teacher update by the meta-policy gradient
@@ -265,7 +266,9 @@ class MetaRLModule(L.LightningModule):
     def ddpg_iteration(self, data: RolloutDataModule) -> dict[str, float]:
         """The baseline: d0_steps of noisy student data into the buffer, then student updates."""
         start = data.env_steps
-        d0 = data.collect_steps(self.exploration_policy(data), self.meta_cfg.d0_steps)
+        d0 = data.collect_steps(
+            ExplorationPolicy(self.exploration, self.student, data.noise_rng), self.meta_cfg.d0_steps
+        )
         gap = {}  # a diagnostic for the loggers: D0 is this iteration's only rollout, so we know if it is written
         if self._metrics_written(last=data.budget_spent):
             gap["explore/action_gap"] = self._action_gap(data, d0)  # before the student changes
@@ -274,15 +277,6 @@ class MetaRLModule(L.LightningModule):
         return {**self.student_updates(data), **self._progress(data, d0), **gap}
 
     # ------------------------------------------------------------------ the pieces
-    def exploration_policy(self, data: RolloutDataModule) -> ExplorationPolicy:
-        """The exploration around the live student, reading the student through compiled forwards if compiling."""
-        acting = None if self._compiled is None else self._compiled.acting(self.student)
-        return ExplorationPolicy(self.exploration, self.student, data.noise_rng, acting)
-
-    def greedy(self, actor: Actor) -> DeterministicPolicy:
-        """mu(s) without noise (D1, R(pi), evaluation), through a compiled forward if compiling."""
-        return DeterministicPolicy(actor, None if self._compiled is None else self._compiled.forward(actor))
-
     def lookahead(self, data: RolloutDataModule, d0: Rollout) -> tuple[Student, dict[str, float]]:
         """pi' = DDPG(pi, D0): ``lookahead_updates`` updates on minibatches of D0 only."""
         actor_opt, critic_opt = self._student_optimizers()
@@ -456,7 +450,7 @@ class MetaRLModule(L.LightningModule):
 
     def _rollout_student(self, data: RolloutDataModule, seed: int | None = None) -> Rollout:
         """R(pi) rollout of the live student: counted, and stored in the buffer."""
-        rollout = data.collect_episodes(self.greedy(self.student.actor), self.meta_cfg.eval_episodes, seed)
+        rollout = data.collect_episodes(DeterministicPolicy(self.student.actor), self.meta_cfg.eval_episodes, seed)
         data.add(rollout)
         return rollout
 
@@ -514,7 +508,7 @@ class MetaRLModule(L.LightningModule):
             self._next_eval = (data.env_steps // data.eval_every + 1) * data.eval_every
 
     def evaluate_and_record(self, data: RolloutDataModule) -> float:
-        rollout = data.evaluate(self.greedy(self.student.actor))
+        rollout = data.evaluate(DeterministicPolicy(self.student.actor))
         ret = rollout.mean_return
         if self.last_iteration is not None:
             self.last_iteration.evaluation = rollout
@@ -536,10 +530,10 @@ class MetaRLModule(L.LightningModule):
         return ret
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
-        self.log("eval/return", self.data.evaluate(self.greedy(self.student.actor)).mean_return, batch_size=1)
+        self.log("eval/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     def test_step(self, batch: int, batch_idx: int) -> None:
-        self.log("test/return", self.data.evaluate(self.greedy(self.student.actor)).mean_return, batch_size=1)
+        self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
     def on_train_end(self) -> None:

@@ -18,7 +18,6 @@ from conftest import fit, read_metrics, run_ddp_fit
 from torch._dynamo.utils import counters
 
 from lightning_meta_rl.compiled import CompiledDDPG
-from lightning_meta_rl.exploration import DeterministicPolicy, ExplorationPolicy, GaussianNoise
 from lightning_meta_rl.networks import ActionScale
 from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
 from lightning_meta_rl.types import Batch
@@ -125,24 +124,6 @@ def test_both_compiled_forms_match_eager_and_the_plain_backward_takes_the_one_gr
                 torch.testing.assert_close(c[k], e[k], **TOL, msg=k)
         assert_same_state(eager, student, (e_actor, e_critic), (actor_opt, critic_opt))
         assert all((p.grad is not None) == grads_written for p in student.parameters() if p.requires_grad)
-
-
-def test_compiled_acting_matches_the_eager_policies() -> None:
-    """The exploration policy and the greedy policy, acting through compiled forwards under the collector's
-    inference mode, give the eager actions (same noise draws) within float rounding."""
-    student, _, _ = make_student()
-    compiled = CompiledDDPG()
-    noise = GaussianNoise(student.actor.scale, sigma=0.3)
-    obs = torch.randn(3, 5)
-    with torch.inference_mode():
-        eager = ExplorationPolicy(noise, student, torch.Generator().manual_seed(4)).act(obs)
-        fast = ExplorationPolicy(noise, student, torch.Generator().manual_seed(4), compiled.acting(student)).act(obs)
-        greedy = DeterministicPolicy(student.actor, compiled.forward(student.actor)).act(obs[:1])
-    torch.testing.assert_close(fast.raw, eager.raw, **TOL)
-    torch.testing.assert_close(fast.executed, eager.executed, **TOL)
-    with torch.no_grad():
-        torch.testing.assert_close(greedy.executed, student.actor(obs[:1]), **TOL)
-    assert not torch.equal(eager.raw, student.actor(obs).detach())  # the noise was drawn and added
 
 
 def eval_returns(run_dir: Path) -> list[float]:
