@@ -115,8 +115,8 @@ def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
     args += [f"--seed_everything={seed}", f"--data.total_env_steps={steps}", f"--run_dir={run_dir}"]
     args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
     args += ["--trainer.enable_model_summary=false", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
-    if arm in COMPILED_ARMS:
-        args.append("--model.compile=true")
+    # explicit either way: the 300k-step configs compile by default
+    args.append(f"--model.compile={'true' if arm in COMPILED_ARMS else 'false'}")
     return cli(args, run=False)
 
 
