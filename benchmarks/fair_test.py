@@ -9,6 +9,9 @@ Every run goes through the real CLI in its own process (one torch thread each, `
 every iteration with a CSVLogger (``teacher/steps``, ``meta/snr``, ``meta/reward``, ...) and is resumable:
 a finished run is never redone, an interrupted one continues from its checkpoint (reproduce.py's runner).
 
+The configs of the 300k-step tasks (Hopper, HalfCheetah) were set to ``model.compile: true`` before any of
+their evaluation runs: those tasks run compiled in every arm, the other three eager in every arm.
+
 Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
 
 * ``ddpg``: conf/<env>_ddpg.yaml (Gaussian noise);
