@@ -210,10 +210,6 @@ class CompiledDDPG:
         fused = self._fused_inputs(student, actor_opt, critic_opt) if backward is torch.Tensor.backward else None
         if fused is not None:
             actor_params, critic_params, actor_adam, critic_adam = fused
-            for opt in (critic_opt, actor_opt):  # counted in Lightning's step count, as self.step does
-                if isinstance(opt, CountedOptimizer):
-                    opt.lightning_optimizer._on_before_step()
-                    opt.lightning_optimizer._on_after_step()
             loss_q, loss_pi, q_mean = self.fns["fused"](
                 student,
                 actor_params,
@@ -226,6 +222,10 @@ class CompiledDDPG:
                 critic_l2,
                 _weight_names(student.critic),
             )
+            for opt in (critic_opt, actor_opt):  # counted in Lightning's step count, as self.step does
+                if isinstance(opt, CountedOptimizer):
+                    opt.lightning_optimizer._on_before_step()
+                    opt.lightning_optimizer._on_after_step()
             return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
         fns = self.fns
         loss_q, q_mean = fns["critic"](

@@ -131,12 +131,19 @@ def eval_returns(run_dir: Path) -> list[float]:
     return [float(r["eval/return"]) for r in rows]
 
 
-def test_compiled_fit_evaluates_like_eager_and_checkpoints_resume(tmp_path: Path) -> None:
+def test_compiled_fit_evaluates_like_eager_and_checkpoints_resume(tmp_path: Path, monkeypatch) -> None:
     """Meta arm (student, look-ahead copy and teacher): the same evaluations within a tolerance, plain
-    checkpoint keys, and a resumed compiled run that continues."""
+    checkpoint keys, and a resumed compiled run that continues. Every update of this single-process run
+    takes the one graph: the pieces' optimizer step is made to fail."""
     eager = fit(tmp_path / "eager", *FIT)
+
+    def pieces_step(self, opt) -> None:
+        raise AssertionError("a compiled update took the pieces path")
+
+    monkeypatch.setattr(CompiledDDPG, "step", pieces_step)
     comp = fit(tmp_path / "comp", *FIT, "--model.compile=true")
     assert comp.model._compiled is not None and eager.model._compiled is None
+    assert comp.trainer.global_step == eager.trainer.global_step > 0  # every fused step counted
 
     e_ret, c_ret = eval_returns(tmp_path / "eager"), eval_returns(tmp_path / "comp")
     assert len(c_ret) == len(e_ret) >= 3
