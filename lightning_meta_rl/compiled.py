@@ -263,17 +263,7 @@ class CompiledDDPG:
                 p is not q for p, (_, q) in zip(group["params"], named, strict=True)
             ):
                 return None
-            states = [self._state(raw, group, p) for _, p in named]
-            beta1, beta2 = group["betas"]
-            adam = _AdamState(
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states],
-                float(group["lr"]),
-                float(beta1),
-                float(beta2),
-                float(group["eps"]),
-            )
+            adam = self._adam_state(raw, group, [p for _, p in named])
             found.append(({n: p.detach() for n, p in named}, adam))
         (actor_params, actor_adam), (critic_params, critic_adam) = found
         return actor_params, critic_params, actor_adam, critic_adam
@@ -295,19 +285,22 @@ class CompiledDDPG:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            states = [self._state(opt, group, p) for p in params]
-            beta1, beta2 = group["betas"]
-            self.fns["adam"](
-                params,
-                [p.grad for p in params],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states],
-                float(group["lr"]),
-                float(beta1),
-                float(beta2),
-                float(group["eps"]),
-            )
+            self.fns["adam"](params, [p.grad for p in params], *self._adam_state(opt, group, params))
+
+    @classmethod
+    def _adam_state(cls, opt: torch.optim.Optimizer, group: dict[str, Any], params: list[torch.Tensor]) -> _AdamState:
+        """The group's Adam tensors for ``params`` (created on first use) and its settings."""
+        states = [cls._state(opt, group, p) for p in params]
+        beta1, beta2 = group["betas"]
+        return _AdamState(
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+        )
 
     @staticmethod
     def _state(opt: torch.optim.Optimizer, group: dict[str, Any], p: torch.Tensor) -> dict[str, torch.Tensor]:
