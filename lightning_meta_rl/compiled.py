@@ -28,6 +28,7 @@ own optimizer step (taken when a callback listens to the optimizer hooks, see fa
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -173,6 +174,7 @@ class CompiledDDPG:
     def _reset(self) -> None:
         self._fns: dict[str, Callable[..., Any]] | None = None
         self._clone: tuple[Student, torch.optim.Optimizer, torch.optim.Optimizer] | None = None
+        self._layouts: weakref.WeakKeyDictionary[nn.Module, _Layout | None] = weakref.WeakKeyDictionary()
 
     # the compiled code and the look-ahead copy are rebuilt, not pickled or deep-copied
     def __getstate__(self) -> dict[str, Any]:
@@ -210,6 +212,8 @@ class CompiledDDPG:
         fused = self._fused_inputs(student, actor_opt, critic_opt) if backward is torch.Tensor.backward else None
         if fused is not None:
             actor_params, critic_params, actor_adam, critic_adam = fused
+            critic_layout = self._layout(student.critic)
+            assert critic_layout is not None  # _fused_inputs checked it
             loss_q, loss_pi, q_mean = self.fns["fused"](
                 student,
                 actor_params,
@@ -220,7 +224,7 @@ class CompiledDDPG:
                 gamma,
                 tau,
                 critic_l2,
-                _weight_names(student.critic),
+                critic_layout.l2_names,
             )
             for opt in (critic_opt, actor_opt):  # counted in Lightning's step count, as self.step does
                 if isinstance(opt, CountedOptimizer):
@@ -258,15 +262,26 @@ class CompiledDDPG:
             if not isinstance(raw, torch.optim.Optimizer) or not _plain_adam(raw) or len(raw.param_groups) != 1:
                 return None
             group = raw.param_groups[0]
-            named = list(net.named_parameters())
-            if len(group["params"]) != len(named) or any(
-                p is not q for p, (_, q) in zip(group["params"], named, strict=True)
+            layout = self._layout(net)
+            if layout is None:
+                return None
+            params = [module._parameters[attr] for module, attr in layout.slots]
+            if len(group["params"]) != len(params) or any(
+                p is not q for p, q in zip(group["params"], params, strict=True)
             ):
                 return None
-            adam = self._adam_state(raw, group, [p for _, p in named])
-            found.append(({n: p.detach() for n, p in named}, adam))
+            live: list[torch.Tensor] = group["params"]  # the same tensors as ``params``, checked just above
+            adam = self._adam_state(raw, group, live)
+            found.append(({n: p.detach() for n, p in zip(layout.names, live, strict=True)}, adam))
         (actor_params, actor_adam), (critic_params, critic_adam) = found
         return actor_params, critic_params, actor_adam, critic_adam
+
+    def _layout(self, net: nn.Module) -> _Layout | None:
+        """``net``'s parameter layout, built on first use (walking the modules on every update cost about
+        0.14 ms of a 1.7 ms update, 64-64)."""
+        if net not in self._layouts:
+            self._layouts[net] = _Layout.of(net)
+        return self._layouts[net]
 
     # ------------------------------------------------------------------ optimizer steps
     def step(self, opt: Optimizer) -> None:
@@ -355,10 +370,29 @@ def _plain_adam(opt: torch.optim.Optimizer) -> bool:
     )
 
 
-def _weight_names(critic: Critic) -> tuple[str, ...]:
-    """The names of the weights in ``critic.weight_matrices()`` (the L2 penalty's), for functional_call."""
-    ids = {id(w) for w in critic.weight_matrices()}
-    return tuple(n for n, p in critic.named_parameters() if id(p) in ids)
+class _Layout(NamedTuple):
+    """Where a network keeps its parameters, which does not change once it is built: each parameter's name
+    and slot (the submodule and attribute it is read from, so a replaced parameter is seen), in
+    ``named_parameters`` order, and the names of the weights the critic's L2 penalty applies to."""
+
+    names: tuple[str, ...]
+    slots: tuple[tuple[nn.Module, str], ...]
+    l2_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, net: nn.Module) -> _Layout | None:
+        """None where the slots would not match ``named_parameters`` (a parameter shared by two modules)."""
+        names, slots = [], []
+        for prefix, module in net.named_modules():
+            for attr, p in module._parameters.items():
+                if p is not None:
+                    names.append(f"{prefix}.{attr}" if prefix else attr)
+                    slots.append((module, attr))
+        if names != [n for n, _ in net.named_parameters()]:
+            return None
+        weights = {id(w) for w in net.weight_matrices()} if isinstance(net, Critic) else set()
+        l2 = tuple(n for n, (m, a) in zip(names, slots, strict=True) if id(m._parameters[a]) in weights)
+        return cls(tuple(names), tuple(slots), l2)
 
 
 def _same_layout(a: nn.Module, b: nn.Module) -> bool:

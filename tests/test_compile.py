@@ -126,6 +126,44 @@ def test_both_compiled_forms_match_eager_and_the_plain_backward_takes_the_one_gr
         assert all((p.grad is not None) == grads_written for p in student.parameters() if p.requires_grad)
 
 
+def replace_first_weight(student: Student, critic_opt: torch.optim.Optimizer | None) -> torch.Tensor:
+    """The critic's first weight becomes a new Parameter (same values) in the module, and in ``critic_opt``
+    when given."""
+    name, old = next(iter(student.critic.named_parameters()))
+    module_name, _, attr = name.rpartition(".")
+    new = torch.nn.Parameter(old.detach().clone())
+    setattr(student.critic.get_submodule(module_name), attr, new)
+    if critic_opt is not None:
+        group = critic_opt.param_groups[0]
+        group["params"][group["params"].index(old)] = new
+        if old in critic_opt.state:
+            critic_opt.state[new] = critic_opt.state.pop(old)
+    return new
+
+
+def test_the_one_graph_reads_each_parameter_from_its_module_at_every_update() -> None:
+    """The layout of a network's parameters is kept between updates, the tensors are not: a parameter
+    replaced in its module and its optimizer is the one the next updates train, as in eager; one replaced in
+    the module only is not trained by the one graph (the update takes the pieces, which step the optimizer)."""
+    eager, e_actor, e_critic = make_student()
+    comp, c_actor, c_critic = copy.deepcopy((eager, e_actor, e_critic))
+    compiled = CompiledDDPG()
+    data = batches(4, seed=3)
+    train(ddpg_update, eager, e_actor, e_critic, data[:2])
+    train(compiled.update, comp, c_actor, c_critic, data[:2])
+    replace_first_weight(eager, e_critic)
+    new = replace_first_weight(comp, c_critic)
+    before = new.detach().clone()
+    train(ddpg_update, eager, e_actor, e_critic, data[2:])
+    train(compiled.update, comp, c_actor, c_critic, data[2:])
+    assert not torch.equal(new, before), "the replaced parameter was not trained"
+    assert_same_state(eager, comp, (e_actor, e_critic), (c_actor, c_critic))
+
+    assert compiled._fused_inputs(comp, c_actor, c_critic) is not None
+    replace_first_weight(comp, None)
+    assert compiled._fused_inputs(comp, c_actor, c_critic) is None
+
+
 def eval_returns(run_dir: Path) -> list[float]:
     _, rows = read_metrics(run_dir)
     return [float(r["eval/return"]) for r in rows]
