@@ -18,6 +18,15 @@ training part (the last ``wall_time_s`` of metrics.csv: fit start to the last ev
 (start-up, the end-of-training callbacks, teardown), each arm's ratio to ``bare``, and the differences that
 price each layer (video = user - no_video, other callbacks = no_video - no_callbacks, logger = no_callbacks -
 bare). Writes benchmarks/results/user_path/user_path.md and .json.
+
+``--compile-arms`` times instead what conf/hopper.yaml's ``model.compile: true`` gives a user: ``user`` as
+committed against ``user_eager`` (the same command with ``--model.compile=false``), in alternating order,
+after the same untimed warm-up run (which compiles, so the timed compiled runs find a warm inductor cache,
+as a user's second run does). Reported per arm: whole time, training time, and the steady rate (env steps/s
+from the first to the last evaluation, after compiling; evaluation episodes included, the same in both
+arms). Writes user_path_compile.md and .json.
+
+    python benchmarks/user_path.py --compile-arms --steps 60000 --repeats 2
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ OUT = ROOT / "benchmarks" / "results" / "user_path"
 BASE_CONFIG = ROOT / "conf" / "hopper.yaml"
 VIDEO = "callbacks.video.EvaluationVideo"
 ARMS = ("user", "no_video", "no_callbacks", "bare")
+COMPILE_ARMS = ("user", "user_eager")
 LAYERS = (
     ("video", "user", "no_video"),
     ("other callbacks", "no_video", "no_callbacks"),
@@ -92,6 +102,75 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str,
     return out
 
 
+def steady_rate(run_dir: Path) -> float:
+    """Env steps/s from the first evaluation to the last (the first comes after the compiled update's
+    compile, which happens at the first update, at the end of warm-up)."""
+    rows = read_metrics(run_dir)
+    first, last = rows[0], rows[-1]
+    steps = float(last["env_steps"]) - float(first["env_steps"])
+    return steps / (float(last["wall_time_s"]) - float(first["wall_time_s"]))
+
+
+def write_compile_report(data: dict) -> str:
+    """user_path_compile.md from the JSON a ``--compile-arms`` run wrote."""
+    steps, repeats, runs = data["steps"], data["repeats"], data["runs"]
+    med = {arm: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for arm, rs in runs.items()}
+    lines = [
+        "# The path a user takes: conf/hopper.yaml compiled (as committed) against eager",
+        "",
+        f"`python benchmarks/user_path.py --compile-arms --steps {steps} --repeats {repeats}`: `python -m "
+        f"lightning_meta_rl fit --config conf/hopper.yaml --data.total_env_steps={steps}` (Meta arm, Hopper-v5, "
+        "callbacks, progress bar and logger as committed) and the same with `--model.compile=false`; "
+        f"OMP_NUM_THREADS and WANDB_MODE unset (W&B mode: {data['wandb']}), whole commands one at a time in "
+        f"alternating order, medians of {repeats} rounds after one untimed compiled warm-up run (so the timed "
+        "compiled runs start with a warm inductor cache). `steady` is env steps/s from the first evaluation to "
+        "the last (after compiling; evaluation episodes included).",
+        "",
+        "| arm | whole (s) | whole, each run (s) | training (s) | steady env steps/s | steady, each run |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm in COMPILE_ARMS:
+        m = med[arm]
+        each = ", ".join(f"{r['whole_s']:.1f}" for r in runs[arm])
+        rates = ", ".join(f"{r['steady']:.0f}" for r in runs[arm])
+        lines.append(f"| {arm} | {m['whole_s']:.1f} | {each} | {m['train_s']:.1f} | {m['steady']:.0f} | {rates} |")
+    u, e = med["user"], med["user_eager"]
+    lines += [
+        "",
+        f"- whole run, eager / compiled: {e['whole_s'] / u['whole_s']:.2f}",
+        f"- steady rate, compiled / eager: {u['steady'] / e['steady']:.2f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def compile_arms(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    runs: dict[str, list[dict[str, float]]] = {arm: [] for arm in COMPILE_ARMS}
+    extra = {"user": [], "user_eager": ["--model.compile=false"]}
+    try:
+
+        def command(arm: str, run_dir: Path, steps: int) -> list[str]:
+            return fit_command(BASE_CONFIG, f"--data.total_env_steps={steps}", f"--run_dir={run_dir}", *extra[arm])
+
+        wall([command("user", tmp / "warmup", 2000)], wandb_mode=None)  # untimed: compiles, warms the caches
+        for r in range(args.repeats):
+            for arm in COMPILE_ARMS if r % 2 == 0 else COMPILE_ARMS[::-1]:
+                run_dir = tmp / f"{arm}_{r}"
+                whole = wall([command(arm, run_dir, args.steps)], wandb_mode=None)
+                run = {"whole_s": whole, "steady": steady_rate(run_dir), **measure(run_dir)}
+                runs[arm].append(run)
+                print(f"round {r} {arm}: {json.dumps({k: round(v, 2) for k, v in run.items()})}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mode = "online (credentials found)" if wandb_has_credentials() else "offline (no credentials)"
+    data = {"steps": args.steps, "repeats": args.repeats, "wandb": mode, "runs": runs}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "user_path_compile.json").write_text(json.dumps(data, indent=2))
+    text = write_compile_report(data)
+    (OUT / "user_path_compile.md").write_text(text)
+    print(text)
+
+
 def write_report(data: dict) -> str:
     """user_path.md from the JSON a run wrote (``--report`` rebuilds it without running anything)."""
     steps, repeats, med = data["steps"], data["repeats"], summarize(data["runs"])
@@ -132,7 +211,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--report", action="store_true", help="only rebuild user_path.md from user_path.json")
+    parser.add_argument("--compile-arms", action="store_true", help="conf/hopper.yaml compiled against eager")
     args = parser.parse_args()
+    if args.compile_arms:
+        compile_arms(args)
+        return
     if args.report:
         text = write_report(json.loads((OUT / "user_path.json").read_text()))
         (OUT / "user_path.md").write_text(text)
