@@ -33,9 +33,10 @@ training iteration (after warm-up) to the end of the last; reporting evaluation 
 not counted in env steps) is subtracted. The reference times the same window. Updates are ``utd_ratio``
 times the window's env steps plus ``lookahead_updates`` per Meta iteration.
 
-Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25) and ``modern``
-(conf/profiles/modern.yaml: 256-256, batch 256, lr 3e-4, tau 0.005, utd 1). All arms run with
-``torch.set_num_threads(1)`` for a fair single-core comparison.
+Settings: ``default`` (SPEC defaults: 64-64 LayerNorm, batch 64, utd 0.25), ``modern``
+(conf/profiles/modern.yaml: 256-256, batch 256, lr 3e-4, tau 0.005, utd 1) and, only when named in
+``--settings``, ``modern_plain``: the modern setting without LayerNorm (benchmarks/plain_nets.yaml), the nets
+SB3 builds. All arms run with ``torch.set_num_threads(1)`` for a fair single-core comparison.
 
     python benchmarks/throughput.py            # full: 20000 steps x 3 repeats x 2 settings
     python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
@@ -86,7 +87,11 @@ ARM_CONFIG = {
     "meta_compiled": "conf/hopper.yaml",
 }
 COMPILED_ARMS = ("ddpg_compiled", "meta_compiled")
-SETTINGS = {"default": [], "modern": ["conf/profiles/modern.yaml"]}
+SETTINGS = {
+    "default": [],
+    "modern": ["conf/profiles/modern.yaml"],
+    "modern_plain": ["conf/profiles/modern.yaml", "benchmarks/plain_nets.yaml"],
+}
 
 
 @dataclass
@@ -410,7 +415,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3000 steps, 1 repeat, default setting only")
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default 20000; quick 3000)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3; quick 1)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: both")
+    parser.add_argument(
+        "--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: default and modern"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--lightning-path", action="store_true", help="add the ddpg_lightning arm (Lightning's hooks on every update)"
@@ -428,7 +435,7 @@ def main() -> None:
     arms = (*arms, *COMPILED_ARMS) if args.compile else arms
     if args.arms:
         arms = tuple(a for a in arms if a in ("ref", "ddpg", *args.arms))
-    runs = run_all(args.settings or (["default"] if args.quick else list(SETTINGS)), repeats, steps, arms)
+    runs = run_all(args.settings or (["default"] if args.quick else ["default", "modern"]), repeats, steps, arms)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out / "throughput.csv")
     text = report(runs, "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), steps)

@@ -148,8 +148,9 @@ _register(DICT_ID, _dict_env)
 
 # ----------------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Own working directory, W&B disabled, no run directory inherited from an earlier CLI call."""
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Own working directory, W&B disabled, no run directory inherited from an earlier CLI call, and
+    denormals back to IEEE after the test (the CLI flushes them, a process-wide flag)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     # setenv first so that teardown removes what the CLI writes into os.environ during the test
@@ -157,6 +158,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(RUN_DIR_ENV)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setattr(sys, "argv", ["lightning_meta_rl"])  # the CLI must not see pytest's arguments
+    yield
+    torch.set_flush_denormal(False)
 
 
 def finish_wandb() -> None:
