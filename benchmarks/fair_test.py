@@ -11,6 +11,8 @@ a finished run is never redone, an interrupted one continues from its checkpoint
 
 The configs of the 300k-step tasks (Hopper, HalfCheetah) were set to ``model.compile: true`` before any of
 their evaluation runs: those tasks run compiled in every arm, the other three eager in every arm.
+Every run keeps IEEE denormals (``--flush_denormal=false``, set in reproduce.py's Job.command), as the
+runs before the CLI's flush default had.
 
 Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
 

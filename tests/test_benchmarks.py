@@ -49,6 +49,7 @@ def test_job_command_picks_the_config_and_resumes_from_a_checkpoint(tmp_path) ->
     ddpg = Job.make("hopper", "ddpg", 3, None).command(tmp_path / "r", None)
     assert ddpg[ddpg.index("--config") + 1].endswith("conf/hopper_ddpg.yaml")
     assert "--seed_everything=3" in ddpg and "--data.total_env_steps=300000" in ddpg
+    assert "--flush_denormal=false" in ddpg  # the studies' protocol predates the CLI's flush default
     variant = Job.make("pendulum", "meta_state", 0, 1000).command(tmp_path / "r", tmp_path / "last.ckpt")
     assert variant[variant.index("--config") + 1].endswith("conf/pendulum.yaml")
     assert "--model.teacher.kind=meta_state" in variant and "--data.total_env_steps=1000" in variant
