@@ -87,6 +87,8 @@ ARM_CONFIG = {
     "meta_compiled": "conf/hopper.yaml",
 }
 COMPILED_ARMS = ("ddpg_compiled", "meta_compiled")
+# every arm of a process alike: the flag is process-wide (main thread), so SB3 and the reference get it too
+FLUSH_DENORMAL = {"flush": True}
 SETTINGS = {
     "default": [],
     "modern": ["conf/profiles/modern.yaml"],
@@ -122,6 +124,7 @@ def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
     args += ["--trainer.enable_model_summary=false", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
     # explicit either way: the 300k-step configs compile by default
     args.append(f"--model.compile={'true' if arm in COMPILED_ARMS else 'false'}")
+    args.append(f"--flush_denormal={'true' if FLUSH_DENORMAL['flush'] else 'false'}")
     return cli(args, run=False)
 
 
@@ -359,7 +362,8 @@ def report(runs: list[Run], command: str, steps: int) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs. Window: first "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs, denormals "
+        f"{'flushed to zero' if FLUSH_DENORMAL['flush'] else 'kept (IEEE)'} in every arm. Window: first "
         "iteration after warm-up to the end of training, reporting evaluation excluded.",
         "",
         "| setting | arm | runs | env steps/s | updates/s | ms per env step |",
@@ -404,6 +408,7 @@ def write_csv(runs: list[Run], path: Path) -> None:
 def quiet() -> None:
     """Same conditions for every arm: one thread, no W&B; Lightning's start-up banners silenced."""
     torch.set_num_threads(1)
+    torch.set_flush_denormal(FLUSH_DENORMAL["flush"])
     os.environ["WANDB_MODE"] = "disabled"
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -425,7 +430,11 @@ def main() -> None:
     parser.add_argument("--sb3", action="store_true", help="add Stable-Baselines3's DDPG (pip install -e '.[bench]')")
     parser.add_argument("--compile", action="store_true", help="add the ddpg_compiled and meta_compiled arms")
     parser.add_argument("--arms", nargs="+", default=None, help="run only these arms (ref and ddpg always run)")
+    parser.add_argument(
+        "--flush-denormal", choices=("on", "off"), default="on", help="every arm alike (the CLI's default: on)"
+    )
     args = parser.parse_args()
+    FLUSH_DENORMAL["flush"] = args.flush_denormal == "on"
     steps = args.steps or (3000 if args.quick else 20000)
     repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")

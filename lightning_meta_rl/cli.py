@@ -97,7 +97,10 @@ class MetaRLCLI(LightningCLI):
             help="Flush denormal floats (below 1.2e-38) to zero on the CPU (torch.set_flush_denormal). Without "
             "LayerNorm, dead ReLU units leave Adam moments and weights decaying into the denormal range, where "
             "x86 arithmetic is many times slower: a 256-256 run without LayerNorm ran at 30 env steps/s "
-            "unflushed against 76 flushed. Learning is unaffected; false keeps IEEE denormals.",
+            "unflushed against 76 flushed. Results are not bit-identical to IEEE runs (numpy and MuJoCo on this "
+            "thread flush too); a run resumed with another setting than it started with changes mid-run. It "
+            "covers the main thread, where every kernel runs with one torch thread; with --torch_threads above 1, "
+            "worker threads may keep IEEE. false keeps IEEE denormals.",
         )
         parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
 

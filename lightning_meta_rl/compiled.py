@@ -263,13 +263,11 @@ class CompiledDDPG:
                 return None
             group = raw.param_groups[0]
             layout = self._layout(net)
-            if layout is None:
-                return None
-            params = [module._parameters[attr] for module, attr in layout.slots]
-            if len(group["params"]) != len(params) or any(
-                p is not q for p, q in zip(group["params"], params, strict=True)
-            ):
-                return None
+            if layout is None or not layout.matches(net, group["params"]):
+                # the module tree may have changed since the layout was built: build it again, once
+                layout = self._layouts[net] = _Layout.of(net)
+                if layout is None or not layout.matches(net, group["params"]):
+                    return None
             live: list[torch.Tensor] = group["params"]  # the same tensors as ``params``, checked just above
             adam = self._adam_state(raw, group, live)
             found.append(({n: p.detach() for n, p in zip(layout.names, live, strict=True)}, adam))
@@ -278,7 +276,7 @@ class CompiledDDPG:
 
     def _layout(self, net: nn.Module) -> _Layout | None:
         """``net``'s parameter layout, built on first use (walking the modules on every update cost about
-        0.14 ms of a 1.7 ms update, 64-64)."""
+        0.14 ms of a 1.7 ms update, 64-64) and rebuilt when it no longer matches the optimizer's parameters."""
         if net not in self._layouts:
             self._layouts[net] = _Layout.of(net)
         return self._layouts[net]
@@ -371,13 +369,23 @@ def _plain_adam(opt: torch.optim.Optimizer) -> bool:
 
 
 class _Layout(NamedTuple):
-    """Where a network keeps its parameters, which does not change once it is built: each parameter's name
-    and slot (the submodule and attribute it is read from, so a replaced parameter is seen), in
-    ``named_parameters`` order, and the names of the weights the critic's L2 penalty applies to."""
+    """Where a network keeps its parameters: each parameter's name and slot (the submodule and attribute it is
+    read from at every update, so a replaced parameter is seen), in ``named_parameters`` order, and the names of
+    the weights the critic's L2 penalty applies to. A submodule replaced together with the optimizer's
+    parameters makes ``matches`` fail, and the layout is built again; a submodule replaced behind the
+    optimizer's back is not seen (eager training would not train it either)."""
 
     names: tuple[str, ...]
-    slots: tuple[tuple[nn.Module, str], ...]
+    slots: tuple[tuple[nn.Module | None, str], ...]  # None: the network itself (no reference kept to it)
     l2_names: tuple[str, ...]
+
+    def params(self, net: nn.Module) -> list[torch.Tensor | None]:
+        return [(net if module is None else module)._parameters.get(attr) for module, attr in self.slots]
+
+    def matches(self, net: nn.Module, group_params: list[torch.Tensor]) -> bool:
+        """Whether the tensors in the slots now are exactly the optimizer group's, in order."""
+        params = self.params(net)
+        return len(params) == len(group_params) and all(p is q for p, q in zip(params, group_params, strict=True))
 
     @classmethod
     def of(cls, net: nn.Module) -> _Layout | None:
@@ -387,12 +395,13 @@ class _Layout(NamedTuple):
             for attr, p in module._parameters.items():
                 if p is not None:
                     names.append(f"{prefix}.{attr}" if prefix else attr)
-                    slots.append((module, attr))
+                    slots.append((None if module is net else module, attr))
         if names != [n for n, _ in net.named_parameters()]:
             return None
         weights = {id(w) for w in net.weight_matrices()} if isinstance(net, Critic) else set()
-        l2 = tuple(n for n, (m, a) in zip(names, slots, strict=True) if id(m._parameters[a]) in weights)
-        return cls(tuple(names), tuple(slots), l2)
+        layout = cls(tuple(names), tuple(slots), ())
+        l2 = tuple(n for n, p in zip(names, layout.params(net), strict=True) if id(p) in weights)
+        return layout._replace(l2_names=l2)
 
 
 def _same_layout(a: nn.Module, b: nn.Module) -> bool:

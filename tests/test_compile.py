@@ -159,7 +159,19 @@ def test_the_one_graph_reads_each_parameter_from_its_module_at_every_update() ->
     assert not torch.equal(new, before), "the replaced parameter was not trained"
     assert_same_state(eager, comp, (e_actor, e_critic), (c_actor, c_critic))
 
-    assert compiled._fused_inputs(comp, c_actor, c_critic) is not None
+    # a whole submodule replaced, the optimizer told: the layout is built again and the new tensors are used
+    name = next(n for n, _ in comp.critic.named_parameters())
+    path = name.rpartition(".")[0]
+    parent, _, child = path.rpartition(".")
+    old_module = comp.critic.get_submodule(path)
+    fresh = copy.deepcopy(old_module)
+    setattr(comp.critic.get_submodule(parent) if parent else comp.critic, child, fresh)
+    swap = {id(o): n for o, n in zip(old_module.parameters(), fresh.parameters(), strict=True)}
+    group = c_critic.param_groups[0]
+    group["params"] = [swap.get(id(p), p) for p in group["params"]]
+    inputs = compiled._fused_inputs(comp, c_actor, c_critic)
+    assert inputs is not None and inputs[1][name].data_ptr() == fresh.weight.data_ptr()
+
     replace_first_weight(comp, None)
     assert compiled._fused_inputs(comp, c_actor, c_critic) is None
 
