@@ -211,9 +211,7 @@ class CompiledDDPG:
         where the backward is plain autograd and both optimizers are the student's Adam, else in pieces."""
         fused = self._fused_inputs(student, actor_opt, critic_opt) if backward is torch.Tensor.backward else None
         if fused is not None:
-            actor_params, critic_params, actor_adam, critic_adam = fused
-            critic_layout = self._layout(student.critic)
-            assert critic_layout is not None  # _fused_inputs checked it
+            actor_params, critic_params, actor_adam, critic_adam, critic_l2_names = fused
             loss_q, loss_pi, q_mean = self.fns["fused"](
                 student,
                 actor_params,
@@ -224,7 +222,7 @@ class CompiledDDPG:
                 gamma,
                 tau,
                 critic_l2,
-                critic_layout.l2_names,
+                critic_l2_names,
             )
             for opt in (critic_opt, actor_opt):  # counted in Lightning's step count, as self.step does
                 if isinstance(opt, CountedOptimizer):
@@ -253,9 +251,10 @@ class CompiledDDPG:
 
     def _fused_inputs(
         self, student: Student, actor_opt: Optimizer, critic_opt: Optimizer
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], _AdamState, _AdamState] | None:
-        """The one-graph update's inputs, or None where it does not apply: each optimizer must be a plain
-        Adam (raw, or counted by fast_path.py) with one group holding exactly its network's parameters."""
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], _AdamState, _AdamState, tuple[str, ...]] | None:
+        """The one-graph update's inputs (actor and critic parameters, their Adam states, the names of the
+        critic weights under L2), or None where it does not apply: each optimizer must be a plain Adam (raw,
+        or counted by fast_path.py) with one group holding exactly its network's parameters."""
         found = []
         for opt, net in ((actor_opt, student.actor), (critic_opt, student.critic)):
             raw = opt.optimizer if isinstance(opt, CountedOptimizer) else opt
@@ -270,9 +269,9 @@ class CompiledDDPG:
                     return None
             live: list[torch.Tensor] = group["params"]  # the same tensors as ``params``, checked just above
             adam = self._adam_state(raw, group, live)
-            found.append(({n: p.detach() for n, p in zip(layout.names, live, strict=True)}, adam))
-        (actor_params, actor_adam), (critic_params, critic_adam) = found
-        return actor_params, critic_params, actor_adam, critic_adam
+            found.append(({n: p.detach() for n, p in zip(layout.names, live, strict=True)}, adam, layout.l2_names))
+        (actor_params, actor_adam, _), (critic_params, critic_adam, critic_l2_names) = found
+        return actor_params, critic_params, actor_adam, critic_adam, critic_l2_names
 
     def _layout(self, net: nn.Module) -> _Layout | None:
         """``net``'s parameter layout, built on first use (walking the modules on every update cost about
