@@ -221,8 +221,15 @@ class HandStepper:
         return Rollout(torch.from_numpy(obs), a, a, r, torch.from_numpy(nxt), d, torch.zeros(n))
 
 
-def reference_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, repeat: int, steps: int) -> Run:
-    """Plain DDPG, no Lightning: warm-up, then d0_steps noisy steps and utd_ratio updates per step, repeated."""
+def reference_run(
+    recipe: tuple[MetaRLModule, RolloutDataModule],
+    setting: str,
+    repeat: int,
+    steps: int,
+    on_end: Callable[[Student, torch.optim.Optimizer, torch.optim.Optimizer], None] | None = None,
+) -> Run:
+    """Plain DDPG, no Lightning: warm-up, then d0_steps noisy steps and utd_ratio updates per step, repeated.
+    ``on_end`` (untimed) sees the trained student and its actor and critic optimizers."""
     (model, data), seed = recipe, repeat
     cfg = model.cfg
     torch.manual_seed(seed)
@@ -261,7 +268,10 @@ def reference_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, 
         for _ in range(int(credit)):
             update(student, sample(), actor_opt, critic_opt)
         updates, credit = updates + int(credit), credit - int(credit)
-    return Run(setting, "ref", repeat, done - data.warmup_steps, time.perf_counter() - t0, updates)
+    run = Run(setting, "ref", repeat, done - data.warmup_steps, time.perf_counter() - t0, updates)
+    if on_end is not None:
+        on_end(student, actor_opt, critic_opt)
+    return run
 
 
 def sb3_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, repeat: int, steps: int) -> Run:

@@ -221,3 +221,13 @@ def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_fi
     assert "compile start-up 30.0 s" in compiled  # the first compiled run's, not the median's 0.1
     slow = [r for r in runs if r.arm != "ddpg_compiled"] + [run("ddpg_compiled", r, 600) for r in range(3)]
     assert "(target >= 1.5: NOT met)" in next(line for line in ratio_lines(slow, "default") if "compiled" in line)
+
+
+def test_denormal_count_takes_subnormal_floats_only() -> None:
+    import torch
+    from denormals import denormals
+
+    tiny = torch.finfo(torch.float32).tiny
+    values = torch.tensor([0.0, tiny, tiny / 2, -tiny / 4, 1e-45, 1.0, -3e-39])
+    assert values[4] != 0  # the smallest float32 subnormal is representable
+    assert denormals([values, torch.zeros(3)]) == (4, 10)  # tiny/2, -tiny/4, 1e-45, -3e-39; not 0, not tiny
