@@ -7,7 +7,7 @@ where x86 CPUs take a slow path for every arithmetic operation that touches it.
 
 This script runs throughput.py's plain reference loop (no Lightning, our ``Student``, ``ddpg_update``,
 fused Adam) on Hopper-v5, alternately with denormals kept and flushed, for ``--repeats`` interleaved rounds,
-one thread. After each run (untimed) it counts the denormal entries of the student's weights and of both
+one thread, each first in turn. After each run (untimed) it counts the denormal entries of the student's weights and of both
 optimizers' Adam moments. Settings are throughput.py's: ``modern_plain`` (256-256, no LayerNorm: the nets
 Stable-Baselines3 builds) by default; add ``modern`` for the same with LayerNorm.
 
@@ -32,12 +32,15 @@ from throughput import ROOT, SETTINGS, ddpg_recipe, quiet, reference_run
 
 from lightning_meta_rl.student import Student
 
-TINY = torch.finfo(torch.float32).tiny  # the smallest normal float32
-
 
 def denormals(tensors: list[torch.Tensor]) -> tuple[int, int]:
-    """(denormal entries, all entries) over ``tensors``."""
-    count = sum(int(((t != 0) & (t.abs() < TINY)).sum()) for t in tensors)
+    """(denormal entries, all entries) over float32 ``tensors``, read from the bits (exponent all zeros,
+    mantissa not): a float comparison would see none while flushing is on, since the CPU then also reads
+    denormal inputs as zero."""
+    count = 0
+    for t in tensors:
+        bits = t.detach().contiguous().view(torch.int32)
+        count += int((((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)).sum())
     return count, sum(t.numel() for t in tensors)
 
 
@@ -79,7 +82,7 @@ def run_all(settings: list[str], repeats: int, steps: int) -> list[Row]:
     for setting in settings:
         recipe = ddpg_recipe(setting, steps)
         for repeat in range(repeats):
-            for flush in (False, True):
+            for flush in (False, True) if repeat % 2 == 0 else (True, False):  # each goes first in turn
                 gc.collect()
                 if not torch.set_flush_denormal(flush) and flush:
                     raise SystemExit("this CPU cannot flush denormals (no SSE3): nothing to compare")
@@ -99,7 +102,7 @@ def report(rows: list[Row], command: str, steps: int) -> str:
         f"Command: `{command}`",
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs; rounds interleaved "
-        "(kept, flushed, kept, ...). Denormal counts are taken after each run, medians over rounds.",
+        "(kept first in even rounds, flushed first in odd ones). Denormal counts are taken after each run, medians over rounds.",
         "",
         "| setting | denormals | runs | env steps/s (median) | denormal weights | denormal exp_avg "
         "| denormal exp_avg_sq | parameters |",

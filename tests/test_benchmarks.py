@@ -223,11 +223,19 @@ def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_fi
     assert "(target >= 1.5: NOT met)" in next(line for line in ratio_lines(slow, "default") if "compiled" in line)
 
 
-def test_denormal_count_takes_subnormal_floats_only() -> None:
+def test_denormal_count_takes_subnormal_floats_only_and_sees_them_while_flushing() -> None:
     import torch
     from denormals import denormals
 
     tiny = torch.finfo(torch.float32).tiny
-    values = torch.tensor([0.0, tiny, tiny / 2, -tiny / 4, 1e-45, 1.0, -3e-39])
+    values = torch.tensor([0.0, tiny, tiny / 2, -tiny / 4, 1e-45, 1.0, -3e-39, -0.0, float("inf")])
     assert values[4] != 0  # the smallest float32 subnormal is representable
-    assert denormals([values, torch.zeros(3)]) == (4, 10)  # tiny/2, -tiny/4, 1e-45, -3e-39; not 0, not tiny
+    expected = (4, 12)  # tiny/2, -tiny/4, 1e-45, -3e-39; not 0, -0, tiny, 1, inf
+    assert denormals([values, torch.zeros(3)]) == expected
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:  # the CPU now reads denormal inputs as zero: a float comparison would count none
+        assert (values[2] != 0).item() is False
+        assert denormals([values, torch.zeros(3)]) == expected
+    finally:
+        torch.set_flush_denormal(False)

@@ -138,7 +138,7 @@ def test_config_lands_in_the_run_directory_whatever_the_logger(tmp_path: Path) -
 
 
 def test_the_cli_flushes_denormals_to_zero_unless_told_not_to(tmp_path: Path) -> None:
-    """Denormal floats slowed a 256-256 run without LayerNorm 2.5x (Adam moments of dead ReLU units decay into
+    """Denormal floats slowed a 256-256 run without LayerNorm 2.3x (Adam moments of dead ReLU units decay into
     them): the CLI flushes them by default, and --flush_denormal=false keeps them."""
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU cannot flush denormals")
