@@ -6,9 +6,9 @@ weights decays by beta1 = 0.9 per update until it reaches the denormal range (be
 where x86 CPUs take a slow path for every arithmetic operation that touches it.
 
 This script runs throughput.py's plain reference loop (no Lightning, our ``Student``, ``ddpg_update``,
-fused Adam) on Hopper-v5, alternately with denormals kept and flushed, for ``--repeats`` interleaved rounds,
-one thread, each first in turn. After each run (untimed) it counts the denormal entries of the student's weights and of both
-optimizers' Adam moments. Settings are throughput.py's: ``modern_plain`` (256-256, no LayerNorm: the nets
+fused Adam) on Hopper-v5 with denormals kept and flushed, for ``--repeats`` interleaved rounds (each first
+in turn), one thread. After each run (untimed) it counts the denormal entries of the student's weights and
+of both optimizers' Adam moments. Settings are throughput.py's: ``modern_plain`` (256-256, no LayerNorm: the nets
 Stable-Baselines3 builds) by default; add ``modern`` for the same with LayerNorm.
 
     python benchmarks/denormals.py                                   # modern_plain, 4000 steps x 3 rounds
@@ -121,20 +121,11 @@ def report(rows: list[Row], command: str, steps: int) -> str:
             )
     lines += ["", "Ratios (flushed / kept, env steps/s):", ""]
     for setting in dict.fromkeys(r.setting for r in rows):
-        per_round = [
-            f.env_steps_per_s / k.env_steps_per_s
-            for k, f in zip(
-                [r for r in rows if r.setting == setting and not r.flush],
-                [r for r in rows if r.setting == setting and r.flush],
-                strict=True,
-            )
-        ]
-        kept = statistics.median(r.env_steps_per_s for r in rows if r.setting == setting and not r.flush)
-        flushed = statistics.median(r.env_steps_per_s for r in rows if r.setting == setting and r.flush)
-        lines.append(
-            f"- {setting}: {flushed / kept:.2f} (ratio of medians); per round "
-            + ", ".join(f"{x:.2f}" for x in per_round)
-        )
+        kept = [r.env_steps_per_s for r in rows if r.setting == setting and not r.flush]  # in round order
+        flushed = [r.env_steps_per_s for r in rows if r.setting == setting and r.flush]
+        per_round = ", ".join(f"{f / k:.2f}" for k, f in zip(kept, flushed, strict=True))
+        ratio = statistics.median(flushed) / statistics.median(kept)
+        lines.append(f"- {setting}: {ratio:.2f} (ratio of medians); per round {per_round}")
     return "\n".join(lines) + "\n"
 
 
