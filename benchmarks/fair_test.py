@@ -55,7 +55,9 @@ import argparse
 import csv
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +124,11 @@ STAGE_ARMS = {
 # stratified-bootstrap draws: 2000, as in rliable's own examples of probability of improvement; with ten arms
 # and 20000 draws the report took over 15 minutes on this machine
 REPS = 2000
+# rliable draws its bootstrap indices from numpy's global generator (its ``random_state`` argument is not used by
+# the stratified bootstraps of rliable 1.2), so the report seeds that generator with this fixed value before each
+# estimate: a rebuild from the same runs gives the same intervals, and an arm's interval does not depend on which
+# other arms share the report. Fixed before the evaluation's last two tasks were reported; never varied.
+BOOTSTRAP_SEED = 0
 
 
 def jobs(stage: str, arms: list[str], cap: int | None, n_seeds: int | None = None) -> list[Job]:
@@ -219,6 +226,21 @@ def aggregate_sets(
     return sets
 
 
+def interval_estimates(
+    scores: dict[str, Any], func: Callable[..., np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's point estimates and 95% stratified-bootstrap intervals, each key's drawn from a generator seeded
+    with ``BOOTSTRAP_SEED`` (see there)."""
+    from rliable import library as rly
+
+    point, ci = {}, {}
+    for key, value in scores.items():
+        np.random.seed(BOOTSTRAP_SEED)
+        p, c = rly.get_interval_estimates({key: value}, func, reps=REPS)
+        point[key], ci[key] = p[key], c[key]
+    return point, ci
+
+
 def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[str], cap: int | None = None) -> Path:
     """The rliable report of ``arms`` (``all_jobs``' arms) and its performance profile; returns the report's path."""
     all_rows = [r for r in write_runs(stage, runs, out, cap) if r["arm"] in arms]
@@ -238,7 +260,6 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
         "",
     ]
     if tasks:
-        from rliable import library as rly
         from rliable import metrics
 
         lines += [
@@ -252,7 +273,7 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
                 a: np.array([[float(r["final_score"])] for r in rows if r["env"] == env and r["arm"] == a])  # type: ignore[arg-type]
                 for a in arms
             }
-            point, ci = rly.get_interval_estimates(raw, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
+            point, ci = interval_estimates(raw, lambda x: np.array([metrics.aggregate_iqm(x)]))
             for a in arms:
                 mine = [r for r in rows if r["env"] == env and r["arm"] == a]
                 steps = [float(r["teacher_steps"]) for r in mine]  # type: ignore[arg-type]
@@ -281,7 +302,7 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
         for k, (label, agg_tasks, common) in enumerate(aggregate_sets(seeds, stage_seeds)):
             lines += ["", f"### Aggregates over {label}: {', '.join(agg_tasks)}; seeds {common}", ""]
             scores = score_matrices([r for r in rows if r["seed"] in common], arms, agg_tasks)
-            point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=REPS)
+            point, ci = interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]))
             lines += ["IQM of min-max normalized scores:", ""]
             lines += [f"- {a}: {point[a][0]:.3f} [{ci[a][0][0]:.3f}, {ci[a][1][0]:.3f}]" for a in arms]
             pairs = {f"{a} > ddpg": (scores[a], scores["ddpg"]) for a in arms if a != "ddpg" and "ddpg" in arms}
@@ -294,7 +315,7 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
                 f"{a} > {EXACT_TWIN[a]}": (scores[a], scores[EXACT_TWIN[a]]) for a in arms if EXACT_TWIN.get(a) in arms
             }
             if pairs:
-                prob, prob_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=REPS)
+                prob, prob_ci = interval_estimates(pairs, metrics.probability_of_improvement)
                 lines += ["", "Probability of improvement [95% CI]:", ""]
                 lines += [
                     f"- P({key}) = {float(prob[key]):.2f} [{float(prob_ci[key][0][0]):.2f}, "
@@ -317,7 +338,8 @@ def profile(scores: dict[str, np.ndarray], path: Path) -> None:
     from rliable import plot_utils
 
     thresholds = np.linspace(0.0, 1.0, 81)
-    dist, dist_ci = rly.create_performance_profile(scores, thresholds, reps=2000)
+    np.random.seed(BOOTSTRAP_SEED)  # the profile's bands, like the report's intervals, are reproducible
+    dist, dist_ci = rly.create_performance_profile(scores, thresholds, reps=REPS)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(
         dist, thresholds, performance_profile_cis=dist_ci, xlabel="normalized final score tau", ax=ax

@@ -149,6 +149,32 @@ def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_rep
     assert report_name("evaluation", list(reversed(STAGE_ARMS["evaluation"]))) == "evaluation"
 
 
+def test_a_fair_test_report_rebuilt_from_the_same_runs_repeats_every_interval(tmp_path) -> None:
+    # rliable draws from numpy's global generator: unseeded, each rebuild moved the committed intervals
+    pytest.importorskip("rliable")
+    from fair_test import jobs, report
+
+    runs = tmp_path / "runs"
+    scores = {"ddpg": [-300, -150, -700, -160, -140, -420], "frozen_state": [-130, -900, -170, -150, -250, -145]}
+    for arm, finals in scores.items():
+        for seed, score in zip(range(100, 106), finals):
+            run_dir = runs / Job("pendulum", arm, seed, 50_000).name
+            run_dir.mkdir(parents=True)
+            rows = [f"{steps},{score},{steps / 1000}" for steps in (25_000, 50_000)]
+            (run_dir / "metrics.csv").write_text("env_steps,eval/return,wall_time_s\n" + "\n".join(rows) + "\n")
+
+    def build(arms: list[str], out: str) -> list[str]:
+        lines = report("evaluation", jobs("evaluation", arms, None), runs, tmp_path / out, arms).read_text()
+        return [line for line in lines.splitlines() if "[" in line and "]" in line and "Seeds" not in line]
+
+    both = build(["ddpg", "frozen_state"], "a")
+    assert any("P(frozen_state > ddpg)" in line for line in both)
+    assert build(["ddpg", "frozen_state"], "b") == both
+    # an arm's interval does not depend on the other arms in the report
+    alone = build(["frozen_state"], "c")
+    assert [line for line in both if "| frozen_state |" in line] == [line for line in alone if "| frozen_state |" in line]
+
+
 def test_user_path_arms_remove_one_layer_each_from_the_committed_config() -> None:
     import yaml
     from user_path import ARMS, BASE_CONFIG, VIDEO, arm_configs, round_order
