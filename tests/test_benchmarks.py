@@ -151,7 +151,6 @@ def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_rep
 
 def test_a_fair_test_report_rebuilt_from_the_same_runs_repeats_every_interval(tmp_path) -> None:
     # rliable draws from numpy's global generator: unseeded, each rebuild moved the committed intervals
-    pytest.importorskip("rliable")
     from fair_test import jobs, report
 
     runs = tmp_path / "runs"
