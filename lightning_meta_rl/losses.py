@@ -1,4 +1,8 @@
-"""Pure loss functions. Each cites the equation it implements; shapes in brackets."""
+"""Pure loss functions. Each cites the equation it implements; shapes in brackets.
+
+``...`` is an optional leading member dimension (stacked look-ahead students, a population of seeds): the
+DDPG losses reduce over the batch only and return one loss per member.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from torch import nn
 
 
 def td_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
-    """y = r + gamma * (1 - terminated) * Q'(s', mu'(s')). [B] -> [B].
+    """y = r + gamma * (1 - terminated) * Q'(s', mu'(s')) (Lillicrap et al. 2016, eq. 5). [..., B] -> [..., B].
 
     Only true termination stops the bootstrap; a time-limit truncation is not a terminal state.
     """
@@ -17,16 +21,18 @@ def td_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tens
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor, weights: Iterable[torch.Tensor], l2: float) -> torch.Tensor:
-    """DDPG critic loss: mean (Q(s,a) - y)^2 + l2/2 * sum ||W||^2 over the given weight matrices."""
-    loss = torch.mean((q - target) ** 2)
+    """DDPG critic loss (Lillicrap et al. 2016, eq. 4, with OpenAI baselines' L2 term): mean over the batch of
+    (Q(s,a) - y)^2, plus l2/2 * sum ||W||^2 over the given weight matrices ([..., out, in]). [..., B] -> [...]."""
+    loss = ((q - target) ** 2).mean(-1)
     if l2 > 0:
-        loss = loss + 0.5 * l2 * sum(w.pow(2).sum() for w in weights)
+        loss = loss + 0.5 * l2 * sum(w.pow(2).sum((-2, -1)) for w in weights)
     return loss
 
 
 def actor_loss(q_of_policy: torch.Tensor) -> torch.Tensor:
-    """DDPG actor loss: -mean Q(s, mu(s)) (deterministic policy gradient). [B] -> scalar."""
-    return -q_of_policy.mean()
+    """DDPG actor loss: -mean over the batch of Q(s, mu(s)) (deterministic policy gradient, Silver et al. 2014,
+    eq. 6; Lillicrap et al. 2016, eq. 6). [..., B] -> [...]."""
+    return -q_of_policy.mean(-1)
 
 
 def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> torch.Tensor:
@@ -40,7 +46,9 @@ def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> t
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended)."""
+    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended).
+
+    The one place target networks are averaged (tau = 1 copies the source; tau = 0 leaves the target)."""
     t_params: list[torch.Tensor] = list(target.parameters())
     s_params: list[torch.Tensor] = list(source.parameters())
     torch._foreach_lerp_(t_params, s_params, tau)

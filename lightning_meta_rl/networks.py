@@ -1,13 +1,41 @@
-"""Actor, critic and teacher networks, built from plain integers and bounds (no gymnasium here)."""
+"""Actor, critic and teacher networks, built from plain integers and bounds (no gymnasium here).
+
+The student's networks can hold M members at once: every parameter then has a leading member dimension
+``[M, ...]`` (``Student.stacked``) and every input ``[M, B, ...]``, and each layer runs member m on its own
+inputs with member m's parameters (batched matrix products, in the style of CORL's ``VectorizedLinear``).
+The same modules, the same forward code: a look-ahead ensemble or a population is these networks with a
+member dimension, not a second implementation of them.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that also runs stacked members: weight [M, out, in], bias [M, out], input [M, B, in]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that also runs stacked members: weight and bias [M, d], input [M, B, d]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 1:
+            return super().forward(x)
+        x = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return torch.addcmul(self.bias.unsqueeze(-2), x, self.weight.unsqueeze(-2))
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> nn.Sequential:
@@ -15,12 +43,12 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> n
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers.append(nn.Linear(width, h))
+        layers.append(Linear(width, h))
         if layer_norm:
-            layers.append(nn.LayerNorm(h))
+            layers.append(LayerNorm(h))
         layers.append(nn.ReLU())
         width = h
-    layers.append(nn.Linear(width, out_dim))
+    layers.append(Linear(width, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -99,7 +127,7 @@ class Critic(nn.Module):
             raise ValueError(f"the critic needs at least two hidden layers, got {list(hidden)}")
         act_dim = scale.low.numel()
         self.first = mlp(obs_dim, [], hidden[0], layer_norm=False)
-        self.first_norm: nn.Module = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
+        self.first_norm: nn.Module = LayerNorm(hidden[0]) if layer_norm else nn.Identity()
         self.rest = mlp(hidden[0] + act_dim, hidden[1:], 1, layer_norm)
         self.scale = scale
 
@@ -110,8 +138,42 @@ class Critic(nn.Module):
 
     def weight_matrices(self) -> list[torch.Tensor]:
         """Hidden-layer weight matrices (output layer excluded), the ones the L2 penalty applies to."""
-        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
-        return [m.weight for m in linears[:-1]]
+        params = dict(self.named_parameters())
+        return [params[name] for name in self.l2_names()]
+
+    def l2_names(self) -> list[str]:
+        """The names (as in ``named_parameters``) of the weight matrices the L2 penalty applies to."""
+        linears = [name for name, m in self.named_modules() if isinstance(m, nn.Linear)]
+        return [f"{name}.weight" for name in linears[:-1]]
+
+
+class Student(nn.Module):
+    """The DDPG student: actor mu, critic Q and their target copies (targets are never trained by an optimizer)."""
+
+    def __init__(self, obs_dim: int, scale: ActionScale, hidden: Sequence[int], layer_norm: bool) -> None:
+        super().__init__()
+        self.actor = Actor(obs_dim, scale, hidden, layer_norm)
+        self.critic = Critic(obs_dim, scale, hidden, layer_norm)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_l2_names = tuple(self.critic.l2_names())
+
+    def stacked(self, members: int) -> Student:
+        """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``."""
+        out = copy.deepcopy(self)
+        for module in out.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                stacked = p.detach().unsqueeze(0).repeat(members, *[1] * p.dim())
+                setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
+        return out
+
+    @torch.no_grad()
+    def copy_from(self, source: Student) -> None:
+        """Every parameter and buffer becomes ``source``'s (broadcast to each member of a stacked copy)."""
+        for dst, src in zip(self.parameters(), source.parameters(), strict=True):
+            dst.copy_(src.expand_as(dst))
+        for dst, src in zip(self.buffers(), source.buffers(), strict=True):
+            dst.copy_(src)
 
 
 class GaussianHead(nn.Module):

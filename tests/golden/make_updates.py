@@ -1,7 +1,8 @@
 """Writes updates_3f172b0.pt: what the DDPG update computed at commit 3f172b0, before the update was written once.
 
-Run at that commit (``git checkout 3f172b0 -- lightning_meta_rl`` in a scratch clone): it imports the update
-functions of that time, which no longer exist. tests/test_learner.py holds today's update to these numbers.
+Run with that commit's package first on the path (``git worktree add /tmp/old 3f172b0``, then
+``PYTHONPATH=/tmp/old python tests/golden/make_updates.py``): it imports the update functions of that time,
+which no longer exist. tests/test_learner.py holds today's update to these numbers.
 Contents: the seeded batches it trained on, per-update metrics, parameter snapshots of the live student
 (eager ``ddpg_update``, torch's fused Adam), of a look-ahead copy started from the student's Adam state, and
 of three stacked look-ahead members (the batched look-ahead of that time).
@@ -37,6 +38,7 @@ def snapshot(student: Student) -> dict[str, torch.Tensor]:
 
 
 def main(path: str) -> None:
+    torch.set_num_threads(1)  # the summation order of one thread, as in tests/test_learner.py
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     student = Student(OBS, ActionScale([-1.0, -2.0, -0.5], [1.0, 2.0, 1.5]), (64, 64), True)

@@ -1,0 +1,304 @@
+"""The student's DDPG update, written once, and the ways it is used.
+
+:func:`ddpg_step` is the update (the student's step of Algorithm 1): the critic on the TD target, then the
+actor on -Q(s, mu(s)) with the critic just updated, then polyak averaging of the targets. It works on a
+:class:`~lightning_meta_rl.networks.Student` whose parameters may carry a leading member dimension, and on
+Adam state held as tensors (:class:`AdamState`). Every use is a call of it:
+
+- the live student: its own parameters and the state tensors of its ``torch.optim.Adam`` optimizers;
+- the look-ahead student of the Meta arm: a copy of the student and of that Adam state (``K = 1``), or K
+  copies stacked along the member dimension, each trained on its own D0 segment (``K > 1``);
+- ``--model.compile=true``: ``torch.compile(ddpg_step)``. Only the way gradients are taken differs:
+  ``torch.autograd.grad`` in eager mode (the cheapest there) and ``torch.func.grad_and_value`` when compiled
+  (dynamo traces it, and not ``autograd.grad``); both differentiate the same losses.
+
+Adam is torch's own functional ``torch.optim.adam.adam`` on those state tensors: the optimizers, their
+``state_dict`` and so the checkpoints stay torch's. Adam is elementwise, so one Adam over stacked tensors is
+one independent Adam per member.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+from torch.optim.adam import adam
+
+from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
+from lightning_meta_rl.networks import Actor, Student
+from lightning_meta_rl.types import Batch
+
+Params = dict[str, torch.Tensor]
+# a loss of a network (called as given: the module itself, or a functional view of it) and its parameters:
+# returns the loss ([] or [M], one per member) and one auxiliary tensor
+LossOf = Callable[[Callable[..., torch.Tensor], Params], tuple[torch.Tensor, torch.Tensor]]
+Gradients = Callable[[LossOf, nn.Module, Params], tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]
+Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+
+def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
+    """Adam, fused where torch supports it for these tensors (CPU and CUDA in recent torch)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+# ---------------------------------------------------------------------------- Adam state as tensors
+class AdamState(NamedTuple):
+    """One Adam's per-parameter tensors, in ``torch.optim.Adam``'s layout, and its settings."""
+
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+    step: list[torch.Tensor]
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    fused: bool | None
+
+    @classmethod
+    def of(cls, opt: torch.optim.Optimizer) -> AdamState:
+        """The optimizer's own state tensors (updating them updates the optimizer). Its state is created the
+        way its first step creates it, if it has none yet."""
+        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
+            raise TypeError(f"the student's update needs a torch.optim.Adam with one parameter group, got {opt}")
+        group = opt.param_groups[0]
+        if group["amsgrad"] or group["maximize"] or group["differentiable"] or torch.is_tensor(group["lr"]):
+            raise TypeError("the student's Adam must be plain: no amsgrad, maximize, differentiable or tensor lr")
+        params: list[torch.Tensor] = group["params"]
+        if not all(opt.state.get(p) for p in params):
+            _create_state(opt, params)
+        states = [opt.state[p] for p in params]
+        return cls(
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            (float(group["betas"][0]), float(group["betas"][1])),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            group["fused"],
+        )
+
+    def repeat(self, members: int | None) -> AdamState:
+        """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
+        (None: the same shapes). The step counts stay one per parameter tensor: members step together."""
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.clone() if members is None else t.unsqueeze(0).repeat(members, *[1] * t.dim())
+
+        return self._replace(
+            exp_avg=[rep(t) for t in self.exp_avg],
+            exp_avg_sq=[rep(t) for t in self.exp_avg_sq],
+            step=[t.clone() for t in self.step],
+        )
+
+    @torch.no_grad()
+    def copy_from(self, source: AdamState) -> AdamState:
+        """``source``'s state in this copy's tensors (broadcast over the members of a repeated copy)."""
+        dst = [*self.exp_avg, *self.exp_avg_sq, *self.step]
+        src = [*source.exp_avg, *source.exp_avg_sq, *source.step]
+        for d, s in zip(dst, src, strict=True):
+            d.copy_(s.expand_as(d))
+        return source._replace(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, step=self.step)
+
+
+def _create_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Let torch create its Adam state (its own layout: dtypes, devices) by a step on zero gradients, which
+    moves no parameter (the first moment is zero), then set the step count back to zero."""
+    if any(opt.state.get(p) for p in params):
+        raise RuntimeError("an Adam with state for some of its parameters only")
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p, g in zip(params, saved, strict=True):
+        opt.state[p]["step"].zero_()
+        p.grad = g
+
+
+def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState) -> None:
+    """One Adam step by torch's functional Adam, in place on ``params`` and ``state``. Eager: the optimizer's
+    own kernel choice (fused); compiled: the single-tensor form, which dynamo traces (the fused one it skips)."""
+    compiling = torch.compiler.is_compiling()
+    # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
+    # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
+    grads = [g.contiguous() for g in grads]
+    with torch.no_grad():
+        adam(
+            params,
+            grads,
+            state.exp_avg,
+            state.exp_avg_sq,
+            [],
+            state.step,
+            foreach=False if compiling else None,
+            fused=False if compiling else state.fused,
+            amsgrad=False,
+            beta1=state.betas[0],
+            beta2=state.betas[1],
+            lr=state.lr,
+            weight_decay=state.weight_decay,
+            eps=state.eps,
+            maximize=False,
+        )
+
+
+# ---------------------------------------------------------------------------- gradients, two ways
+def autograd_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
+    """Gradients of the members' summed loss with respect to ``params`` (the module's own), by autograd."""
+    loss, aux = loss_of(net, params)
+    return list(torch.autograd.grad(loss.sum(), list(params.values()))), loss.detach(), aux
+
+
+def functional_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
+    """The same gradients by ``torch.func.grad_and_value`` over ``functional_call``: what ``torch.compile``
+    traces into one graph (it also works under ``torch.no_grad``, where the compiled update runs)."""
+
+    def total(p: Params) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        loss, aux = loss_of(lambda *x: functional_call(net, p, x), p)
+        return loss.sum(), (loss, aux)
+
+    grads, (_, (loss, aux)) = grad_and_value(total, has_aux=True)({n: t.detach() for n, t in params.items()})
+    return [grads[n] for n in params], loss.detach(), aux
+
+
+# ---------------------------------------------------------------------------- the update
+def ddpg_step(
+    student: Student,
+    actor_adam: AdamState,
+    critic_adam: AdamState,
+    batch: Batch,
+    gamma: float,
+    tau: float,
+    critic_l2: float,
+    gradients: Gradients = autograd_gradients,
+    reduce: Reduce | None = None,
+) -> dict[str, torch.Tensor]:
+    """One DDPG step, in place on ``student`` and the Adam states. With stacked members, every field of
+    ``batch`` is ``[M, B, ...]`` and member m learns from its own minibatch. ``reduce`` averages gradients
+    across processes (DDP) before each Adam step. Returns detached metrics, averaged over members."""
+    with torch.no_grad():
+        next_q = student.critic_target(batch.next_obs, student.actor_target(batch.next_obs))
+        target = td_target(batch.reward, next_q, batch.terminated, gamma)
+
+    def q_loss(critic: Callable[..., torch.Tensor], p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        q = critic(batch.obs, batch.action)
+        return critic_loss(q, target, [p[n] for n in student.critic_l2_names], critic_l2), q.detach().mean()
+
+    critic_params = dict(student.critic.named_parameters())
+    grads, loss_q, q_mean = gradients(q_loss, student.critic, critic_params)
+    adam_step(list(critic_params.values()), reduce(grads) if reduce else grads, critic_adam)
+
+    def pi_loss(actor: Callable[..., torch.Tensor], p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = actor_loss(student.critic(batch.obs, actor(batch.obs)))  # the critic just updated
+        return loss, loss
+
+    actor_params = dict(student.actor.named_parameters())
+    grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params)
+    adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam)
+
+    polyak_update(student.actor_target, student.actor, tau)
+    polyak_update(student.critic_target, student.critic, tau)
+    return {"critic_loss": loss_q.mean(), "actor_loss": loss_pi.mean(), "q": q_mean}
+
+
+class Learner:
+    """Runs :func:`ddpg_step`: eager or compiled, on the live student or on look-ahead copies of it.
+
+    The look-ahead copies (and their Adam states) are kept between iterations and copied into, so a compiled
+    step sees the same tensors every iteration and is not compiled again.
+    """
+
+    def __init__(self, gamma: float, tau: float, critic_l2: float, compile: bool = False) -> None:
+        self.settings = {"gamma": gamma, "tau": tau, "critic_l2": critic_l2}
+        self.compiled = compile
+        self._reset()
+
+    def _reset(self) -> None:
+        # static shapes: each network size gets its own graph, never dynamic-shape kernels
+        self._step = torch.compile(ddpg_step, dynamic=False) if self.compiled else ddpg_step
+        self._copies: dict[int | None, tuple[Student, AdamState, AdamState, list[Actor]]] = {}
+
+    # compiled code and look-ahead copies are rebuilt, never pickled or deep-copied with the module
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "compiled": self.compiled}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def step(
+        self, student: Student, actor_adam: AdamState, critic_adam: AdamState, batch: Batch, reduce: Reduce | None
+    ) -> dict[str, torch.Tensor]:
+        if not self.compiled:
+            return self._step(student, actor_adam, critic_adam, batch, **self.settings, reduce=reduce)
+        with torch.no_grad():  # torch.func takes its gradients anyway; no outer graph is built
+            return self._step(
+                student, actor_adam, critic_adam, batch, **self.settings, gradients=functional_gradients, reduce=reduce
+            )
+
+    def update(
+        self,
+        student: Student,
+        actor_opt: torch.optim.Optimizer,
+        critic_opt: torch.optim.Optimizer,
+        batches: Iterable[Batch],
+        reduce: Reduce | None = None,
+    ) -> dict[str, float]:
+        """The live student's updates, one per batch, with its optimizers' Adam state; mean metrics."""
+        actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
+        return mean_metrics([self.step(student, actor_adam, critic_adam, b, reduce) for b in batches])
+
+    def lookahead(
+        self,
+        student: Student,
+        actor_opt: torch.optim.Optimizer,
+        critic_opt: torch.optim.Optimizer,
+        members: int | None,
+        batches: Iterable[Batch],
+    ) -> tuple[list[Actor], dict[str, float]]:
+        """Copies of the student with its Adam state (``members=None``: one plain copy; else that many stacked,
+        each batch then ``[members, B, ...]``), trained on ``batches``; returns each copy's actor."""
+        live_actor, live_critic = AdamState.of(actor_opt), AdamState.of(critic_opt)
+        clone, actor_adam, critic_adam, actors = self._copy(student, members, live_actor, live_critic)
+        clone.copy_from(student)
+        actor_adam, critic_adam = actor_adam.copy_from(live_actor), critic_adam.copy_from(live_critic)
+        metrics = mean_metrics([self.step(clone, actor_adam, critic_adam, b, None) for b in batches])
+        if members is None:
+            return [clone.actor], metrics
+        with torch.no_grad():
+            for k, actor in enumerate(actors):
+                for dst, src in zip(actor.parameters(), clone.actor.parameters(), strict=True):
+                    dst.copy_(src[k])
+        return actors, metrics
+
+    def _copy(
+        self, student: Student, members: int | None, actor_adam: AdamState, critic_adam: AdamState
+    ) -> tuple[Student, AdamState, AdamState, list[Actor]]:
+        """The kept copy for ``members`` (made on first use, or again when the student's layout changed)."""
+        kept = self._copies.get(members)
+        if kept is None or not _same_layout(kept[0], student, members):
+            clone = copy.deepcopy(student) if members is None else student.stacked(members)
+            actors = [copy.deepcopy(student.actor) for _ in range(members or 0)]
+            kept = (clone, actor_adam.repeat(members), critic_adam.repeat(members), actors)
+            self._copies[members] = kept
+        return kept
+
+
+def _same_layout(clone: Student, student: Student, members: int | None) -> bool:
+    lead = () if members is None else (members,)
+    pairs = zip(clone.parameters(), student.parameters(), strict=False)
+    return sum(1 for _ in clone.parameters()) == sum(1 for _ in student.parameters()) and all(
+        c.shape == (*lead, *s.shape) and c.dtype == s.dtype and c.device == s.device for c, s in pairs
+    )
+
+
+def mean_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Each metric's mean over updates: one reduction per metric, not one addition per update."""
+    return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}
