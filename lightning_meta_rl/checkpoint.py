@@ -161,3 +161,21 @@ def data_mismatches(checkpoint: dict[str, Any], data: Any, world_size: int) -> l
     if capacity is not None and int(capacity) != data.buffer_size:
         out.append(f"data.buffer_size: checkpoint {int(capacity)}, this run {data.buffer_size}")
     return out
+
+
+def upgrade_module_state(state: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before the state was kept by its parts (flat fields): the same state, by part."""
+    if "credit" in state:
+        return state
+    m_count, m_mean, m_m2 = state.get("meta_reward_welford", (0, 0.0, 0.0))
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return {
+        "credit": {"steps_credited": state["steps_credited"], "credit": state["update_credit"]},
+        "meta_reward": dict(zip(("mean", "var"), state["m_stats"], strict=True))
+        | {"count": m_count, "raw_mean": m_mean, "raw_m2": m_m2},
+        "evaluation": {"history": state["history"], "next_eval": state["next_eval"]},
+        "r_pi": state["r_pi"],
+        "iteration": int(progress.get("total", {}).get("completed", 0)),
+        "teacher_steps": int(state.get("teacher_steps", 0)),
+        "exploration": state.get("teacher_features") or state.get("exploration_state"),
+    }

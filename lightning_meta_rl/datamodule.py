@@ -246,9 +246,11 @@ class RolloutDataModule(L.LightningDataModule):
         if "normalizer" in state:
             self._pending_state = state
             if self._ready:
-                self._apply_pending()
+                self.restore_pending_state()
 
-    def _apply_pending(self) -> None:
+    def restore_pending_state(self) -> None:
+        """Apply a loaded checkpoint's state (statistics, generators, collectors, buffer) once the environments
+        exist; the module calls it when training starts. Nothing to do without a loaded checkpoint."""
         state = self._pending_state
         if state is None:
             return

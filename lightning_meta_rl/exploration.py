@@ -9,15 +9,18 @@ also give log pi_e of the actions they took.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lightning_meta_rl.networks import ActionScale, GaussianHead
+from lightning_meta_rl.config import TeacherConfig
+from lightning_meta_rl.learner import make_adam
+from lightning_meta_rl.networks import ActionScale, Actor, GaussianHead, Student
 from lightning_meta_rl.rollout import Action
-from lightning_meta_rl.student import Student
+from lightning_meta_rl.types import Rollout
 
 KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou")
 
@@ -40,6 +43,13 @@ class Exploration(nn.Module):
 
     def reset(self, index: int) -> None:
         """Environment ``index`` starts an episode."""
+
+    def extra_state(self) -> Any:
+        """State outside the parameters that a resumed run needs (saved per rank; None: none)."""
+        return None
+
+    def load_extra_state(self, state: Any) -> None:
+        pass
 
 
 class GaussianNoise(Exploration):
@@ -79,6 +89,12 @@ class OUNoise(Exploration):
             self.state = self.state.clone()  # not in place: the state may come from the collector's inference mode
             self.state[index] = 0.0
 
+    def extra_state(self) -> Any:
+        return self.state
+
+    def load_extra_state(self, state: Any) -> None:
+        self.state = state
+
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
         mean = student.actor(obs)
         if self.state is None or self.state.shape != mean.shape:
@@ -110,17 +126,29 @@ class LearnedTeacher(Exploration):
     def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
         return self.head.log_prob(context, raw_action)
 
+    def make_optimizer(self, lr: float, log_std_lr: float) -> torch.optim.Adam:
+        """Adam over the teacher's parameters; the log-std gets its own learning rate where it differs."""
+        params = list(self.parameters())
+        log_std = self.head.log_std
+        if not any(p is log_std for p in params) or log_std_lr == lr:
+            return make_adam(params, lr)  # one group: the faithful teacher's optimizer
+        rest = [p for p in params if p is not log_std]
+        groups: list[dict[str, object]] = [{"params": rest}] if rest else []
+        groups.append({"params": [log_std], "lr": log_std_lr})
+        return make_adam(groups, lr)
+
     def refresh_features(self, obs: torch.Tensor, student: Student) -> None:
         """Called at the end of every iteration with recent (normalized) states and the student that will
         act in the next D0: ``meta_state`` measures the scale of its Q feature here; the other variants have
         no feature to scale."""
 
-    def feature_state(self) -> dict[str, float] | None:
-        """Checkpoint state of the input statistics (None: none kept)."""
-        return None
-
-    def load_feature_state(self, state: dict[str, float] | None) -> None:
-        pass
+    def diagnostics(self, context: torch.Tensor) -> dict[str, float]:
+        """How the teacher acts now, on the given contexts (logged after every teacher step)."""
+        return {
+            "teacher/log_std": float(self.head.log_std.detach().mean()),
+            "teacher/mean_spread": self.mean_spread(context),
+            "teacher/sigma": self.sigma(),
+        }
 
     @torch.no_grad()
     def mean_spread(self, context: torch.Tensor) -> float:
@@ -198,10 +226,10 @@ class MetaStateTeacher(MetaTeacher):
         q = student.critic(obs, student.actor(obs)).double()
         self.q_mean, self.q_std = float(q.mean()), float(q.std(correction=0)) + 1e-6
 
-    def feature_state(self) -> dict[str, float] | None:
+    def extra_state(self) -> Any:
         return {"q_mean": self.q_mean, "q_std": self.q_std}
 
-    def load_feature_state(self, state: dict[str, float] | None) -> None:
+    def load_extra_state(self, state: Any) -> None:
         if state is not None:
             self.q_mean, self.q_std = float(state["q_mean"]), float(state["q_std"])
 
@@ -217,17 +245,9 @@ class MetaVarianceTeacher(LearnedTeacher):
             return student.actor(obs)
 
 
-def build_exploration(
-    kind: str,
-    obs_dim: int,
-    scale: ActionScale,
-    sigma: float,
-    learn_std: bool,
-    hidden: Sequence[int],
-    layer_norm: bool,
-    ou_theta: float,
-) -> Exploration:
-    """The exploration named by ``kind`` (one of KINDS)."""
+def build_exploration(cfg: TeacherConfig, obs_dim: int, scale: ActionScale, layer_norm: bool) -> Exploration:
+    """The exploration ``cfg.kind`` names (one of KINDS), with ``cfg``'s settings."""
+    kind, sigma, learn_std, hidden = cfg.kind, cfg.sigma, cfg.learn_std, cfg.hidden
     if kind == "meta":
         return MetaTeacher(obs_dim, scale, sigma, learn_std, hidden, layer_norm)
     if kind == "meta_state":
@@ -237,7 +257,7 @@ def build_exploration(
     if kind == "gaussian":
         return GaussianNoise(scale, sigma)
     if kind == "ou":
-        return OUNoise(scale, sigma, theta=ou_theta)
+        return OUNoise(scale, sigma, theta=cfg.ou_theta)
     raise ValueError(f"unknown exploration kind '{kind}'; choose one of {', '.join(KINDS)}")
 
 
@@ -283,3 +303,12 @@ class UniformPolicy:
 
     def reset(self, index: int) -> None:
         pass
+
+
+@torch.no_grad()
+def action_gap(d0: Rollout, actor: Actor, normalize: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Mean distance between the exploratory actions of D0 and the student's mu(s) on the same states, in
+    units of half the action range (0 = no exploration)."""
+    device = actor.scale.low.device
+    mu = actor(normalize(d0.obs).to(device)).cpu()
+    return float(((d0.raw_action - mu) / actor.scale.half_range.cpu()).norm(dim=-1).mean())

@@ -191,7 +191,7 @@ def ddpg_step(
         q = critic(batch.obs, batch.action)
         return critic_loss(q, target, [p[n] for n in student.critic_l2_names], critic_l2), q.detach().mean()
 
-    critic_params = dict(student.critic.named_parameters())
+    critic_params: Params = dict(student.critic.named_parameters())
     grads, loss_q, q_mean = gradients(q_loss, student.critic, critic_params)
     adam_step(list(critic_params.values()), reduce(grads) if reduce else grads, critic_adam)
 
@@ -199,7 +199,7 @@ def ddpg_step(
         loss = actor_loss(student.critic(batch.obs, actor(batch.obs)))  # the critic just updated
         return loss, loss
 
-    actor_params = dict(student.actor.named_parameters())
+    actor_params: Params = dict(student.actor.named_parameters())
     grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params)
     adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam)
 
@@ -216,7 +216,7 @@ class Learner:
     """
 
     def __init__(self, gamma: float, tau: float, critic_l2: float, compile: bool = False) -> None:
-        self.settings = {"gamma": gamma, "tau": tau, "critic_l2": critic_l2}
+        self.gamma, self.tau, self.critic_l2 = gamma, tau, critic_l2
         self.compiled = compile
         self._reset()
 
@@ -227,7 +227,7 @@ class Learner:
 
     # compiled code and look-ahead copies are rebuilt, never pickled or deep-copied with the module
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings, "compiled": self.compiled}
+        return {"gamma": self.gamma, "tau": self.tau, "critic_l2": self.critic_l2, "compiled": self.compiled}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -236,12 +236,11 @@ class Learner:
     def step(
         self, student: Student, actor_adam: AdamState, critic_adam: AdamState, batch: Batch, reduce: Reduce | None
     ) -> dict[str, torch.Tensor]:
+        args = (student, actor_adam, critic_adam, batch, self.gamma, self.tau, self.critic_l2)
         if not self.compiled:
-            return self._step(student, actor_adam, critic_adam, batch, **self.settings, reduce=reduce)
+            return self._step(*args, autograd_gradients, reduce)
         with torch.no_grad():  # torch.func takes its gradients anyway; no outer graph is built
-            return self._step(
-                student, actor_adam, critic_adam, batch, **self.settings, gradients=functional_gradients, reduce=reduce
-            )
+            return self._step(*args, functional_gradients, reduce)
 
     def update(
         self,
@@ -302,3 +301,16 @@ def _same_layout(clone: Student, student: Student, members: int | None) -> bool:
 def mean_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Each metric's mean over updates: one reduction per metric, not one addition per update."""
     return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}
+
+
+def average_across(strategy: Any, world_size: int) -> Reduce | None:
+    """With several processes, a ``reduce`` that averages gradients across them (one flat all-reduce by the
+    strategy's public ``reduce``), so that every rank takes the same step; None with one process."""
+    if world_size == 1:
+        return None
+
+    def average(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        flat = strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+
+    return average

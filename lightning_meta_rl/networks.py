@@ -172,8 +172,8 @@ class Student(nn.Module):
         """Every parameter and buffer becomes ``source``'s (broadcast to each member of a stacked copy)."""
         for dst, src in zip(self.parameters(), source.parameters(), strict=True):
             dst.copy_(src.expand_as(dst))
-        for dst, src in zip(self.buffers(), source.buffers(), strict=True):
-            dst.copy_(src)
+        for buf, src_buf in zip(self.buffers(), source.buffers(), strict=True):
+            buf.copy_(src_buf)
 
 
 class GaussianHead(nn.Module):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from lightning_meta_rl.buffer import RunningNorm
+    from lightning_meta_rl.rollout import Policy
 
 
 class Batch(NamedTuple):
@@ -20,6 +24,11 @@ class Batch(NamedTuple):
     reward: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor
+
+    @staticmethod
+    def stack(batches: list[Batch]) -> Batch:
+        """M minibatches as one whose fields are ``[M, B, ...]`` (member m's minibatch at index m)."""
+        return Batch(*(torch.stack(fields) for fields in zip(*batches, strict=True)))
 
 
 @dataclass
@@ -105,3 +114,27 @@ class IterationRecord:
     student: Rollout | None = None
     evaluation: Rollout | None = None
     meta_reward: float | None = None
+
+
+class RolloutEngine(Protocol):
+    """What the module needs from the data side (the DataModule): rollouts counted against the budget, the
+    replay buffer, the observation statistics and the random streams it owns."""
+
+    env_steps: int
+    eval_every: int
+    warmup_steps: int
+    buffer_size: int
+    num_envs: int
+    noise_rng: torch.Generator
+    normalizer: RunningNorm
+
+    @property
+    def budget_spent(self) -> bool: ...
+    def collect_steps(self, policy: Policy, n: int) -> Rollout: ...
+    def collect_episodes(self, policy: Policy, k: int, seed: int | None = None) -> Rollout: ...
+    def pairing_seed(self) -> int: ...
+    def evaluate(self, policy: Policy) -> Rollout: ...
+    def add(self, rollout: Rollout) -> None: ...
+    def sample(self, batch_size: int, device: torch.device | None = None) -> Batch: ...
+    def sample_rollout(self, rollout: Rollout, batch_size: int, device: torch.device | None = None) -> Batch: ...
+    def restore_pending_state(self) -> None: ...

@@ -66,7 +66,7 @@ def test_config_instantiates_with_linked_env_facts(tmp_path: Path, name: str) ->
 
 def test_modern_profile_stacks_on_an_environment_config(tmp_path: Path) -> None:
     c = instantiate(tmp_path, CONF / "hopper.yaml", CONF / "profiles" / "modern.yaml")
-    s = c.model.cfg
+    s = c.model.student_cfg
     assert c.datamodule.env_id == "Hopper-v5"
     assert c.model.teacher_cfg.kind == "meta"
     assert (tuple(s.hidden), s.batch_size, s.actor_lr, s.critic_lr, s.tau) == ((256, 256), 256, 3e-4, 3e-4, 0.005)
@@ -87,7 +87,7 @@ def test_arms_differ_only_in_teacher_kind(meta: str) -> None:
 
 def test_defaults_are_the_spec_defaults(tmp_path: Path) -> None:
     c = instantiate(tmp_path, CONF / "pendulum.yaml")
-    s, m, d = c.model.cfg, c.model.meta_cfg, c.datamodule
+    s, m, d = c.model.student_cfg, c.model.meta_cfg, c.datamodule
     assert tuple(s.hidden) == (64, 64) and s.layer_norm
     assert (s.actor_lr, s.critic_lr, s.critic_l2, s.gamma, s.tau, s.batch_size) == (1e-4, 1e-3, 1e-2, 0.99, 0.01, 64)
     assert (m.d0_steps, m.lookahead_updates, m.lookahead, m.eval_episodes) == (200, 50, "copy", 1)

@@ -42,11 +42,11 @@ def test_critic_improvement_is_positive_when_pi_prime_is_better_and_antisymmetri
 def test_a_critic_meta_reward_run_spends_every_step_after_warm_up_on_teacher_data(tmp_path: Path) -> None:
     c = fit(tmp_path / "run", "--model.meta.reward=critic", "--trainer.log_every_n_steps=1")
     model, data = c.model, c.datamodule
-    iterations = model.global_step_iterations
+    iterations = model.iteration
     assert iterations >= 5
     assert data.env_steps == data.warmup_steps + iterations * model.meta_cfg.d0_steps  # no D1, no R(pi) rollouts
     assert model.last_iteration.d1 is None and model.last_iteration.student is None
-    assert model._teacher_steps == iterations  # one teacher step per iteration
+    assert model.teacher_steps == iterations  # one teacher step per iteration
     assert torch.isfinite(torch.tensor(model.last_iteration.meta_reward))
 
 

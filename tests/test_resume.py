@@ -165,10 +165,14 @@ def test_checkpoint_holds_what_resume_needs(tmp_path: Path) -> None:
     assert data["normalizer"]["count"] == env_steps
 
     meta = ckpt["meta_rl"]
-    assert {"r_pi", "history"} <= set(meta)
+    # each part's own state, by part (no hand-kept list of fields)
+    assert set(meta) == {"credit", "meta_reward", "evaluation", "r_pi", "iteration", "teacher_steps", "exploration"}
     assert meta["r_pi"] == pytest.approx(c.model.r_pi)
+    assert meta["iteration"] == c.model.iteration > 0
     _, rows = read_metrics(run_dir)
-    assert [r["eval/return"] for r in meta["history"]["rows"]] == pytest.approx([float(r["eval/return"]) for r in rows])
+    assert [r["eval/return"] for r in meta["evaluation"]["history"]["rows"]] == pytest.approx(
+        [float(r["eval/return"]) for r in rows]
+    )
 
 
 def test_ddpg_arm_checkpoint_has_two_optimizers_and_buffer_can_be_left_out(tmp_path: Path) -> None:

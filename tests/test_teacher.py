@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import fit, params_snapshot, same
 
+from lightning_meta_rl.config import TeacherConfig
 from lightning_meta_rl.exploration import (
     KINDS,
     ExplorationPolicy,
@@ -20,10 +21,10 @@ from lightning_meta_rl.exploration import (
     OUNoise,
     build_exploration,
 )
+from lightning_meta_rl.learner import AdamState, Learner, make_adam
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.module import MetaRLModule
-from lightning_meta_rl.networks import ActionScale
-from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
+from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch
 
 LOW, HIGH = [-1.0, 0.0], [3.0, 0.5]
@@ -137,7 +138,7 @@ def test_meta_teacher_is_independent_of_student(student: Student) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_exploration_actions_are_clipped_raw_actions(student: Student, kind: str) -> None:
-    exp = build_exploration(kind, 3, student.actor.scale, 2.0, False, [16], False, 0.15)
+    exp = build_exploration(TeacherConfig(kind=kind, sigma=2.0, hidden=(16,)), 3, student.actor.scale, False)
     policy = ExplorationPolicy(exp, student, torch.Generator().manual_seed(0))
     acts = [policy.act(torch.randn(1, 3)) for _ in range(200)]
     raw = torch.cat([a.raw for a in acts])
@@ -238,10 +239,8 @@ def trained_student(student: Student):
     a_opt = make_adam(list(student.actor.parameters()), 1e-3)
     c_opt = make_adam(list(student.critic.parameters()), 1e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(3):  # so that Adam state exists
-        ddpg_update(
-            student, random_batch(g), a_opt, c_opt, gamma=0.99, tau=0.01, critic_l2=0.01, backward=torch.Tensor.backward
-        )
+    # three updates, so that Adam state exists
+    Learner(gamma=0.99, tau=0.01, critic_l2=0.01).update(student, a_opt, c_opt, [random_batch(g) for _ in range(3)])
     return a_opt, c_opt
 
 
@@ -249,14 +248,11 @@ def optimizer_state(opt: torch.optim.Optimizer) -> dict:
     return copy.deepcopy(opt.state_dict()["state"])
 
 
-def run_lookahead(student: Student, a_opt, c_opt) -> Student:
-    clone, ca, cc = lookahead_copy(student, a_opt, c_opt)
+def run_lookahead(student: Student, a_opt, c_opt, learner: Learner | None = None) -> Student:
+    learner = learner or Learner(gamma=0.99, tau=0.05, critic_l2=0.01)
     g = torch.Generator().manual_seed(1)
-    for _ in range(20):
-        ddpg_update(
-            clone, random_batch(g), ca, cc, gamma=0.99, tau=0.05, critic_l2=0.01, backward=torch.Tensor.backward
-        )
-    return clone
+    learner.lookahead(student, a_opt, c_opt, None, [random_batch(g) for _ in range(20)])
+    return learner._copies[None][0]
 
 
 def test_lookahead_leaves_student_params_and_targets_untouched(student: Student) -> None:
@@ -275,12 +271,14 @@ def test_lookahead_leaves_student_params_and_targets_untouched(student: Student)
 
 def test_lookahead_copy_starts_from_student_adam_state(student: Student) -> None:
     a_opt, c_opt = trained_student(student)
-    _, ca, _ = lookahead_copy(student, a_opt, c_opt)
-    s, c = a_opt.state_dict()["state"], ca.state_dict()["state"]
-    assert s.keys() == c.keys()
-    for k in s:
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(s[k][key], c[k][key])
+    learner = Learner(gamma=0.99, tau=0.05, critic_l2=0.01)
+    learner.lookahead(student, a_opt, c_opt, None, [])  # copies made, no update taken
+    _, copy_actor, copy_critic, _ = learner._copies[None]
+    for opt, kept in ((a_opt, copy_actor), (c_opt, copy_critic)):
+        live = AdamState.of(opt)
+        for field in ("exp_avg", "exp_avg_sq", "step"):
+            pairs = zip(getattr(live, field), getattr(kept, field), strict=True)
+            assert all(torch.equal(a, b) and a is not b for a, b in pairs), field
 
 
 def test_lookahead_leaves_student_optimizer_state_untouched(student: Student) -> None:

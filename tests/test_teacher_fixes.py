@@ -21,8 +21,7 @@ from lightning_meta_rl.config import VARIANCE_STD_LR, TeacherConfig
 from lightning_meta_rl.errors import ConfigError
 from lightning_meta_rl.exploration import ExplorationPolicy, MetaStateTeacher, MetaTeacher
 from lightning_meta_rl.module import MetaRLModule
-from lightning_meta_rl.networks import ActionScale
-from lightning_meta_rl.student import Student
+from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -296,9 +295,9 @@ def test_teacher_steps_and_snr_of_the_raw_meta_reward(tmp_path: Path) -> None:
     is fed a shaped one (baseline, normalize)."""
     c = fitted(tmp_path, "--model.meta.baseline=true", "--model.meta.normalize=true")
     model, data = c.model, c.datamodule
-    steps0 = model._teacher_steps
-    seen = [model._raw_m_mean] * model._raw_m_count  # the fit's own iteration(s): count 1, so the mean is m
-    assert model._raw_m_count == 1
+    steps0 = model.teacher_steps
+    seen = [model.meta_stats.raw_mean] * model.meta_stats.count  # the fit's own iteration(s): count 1, so the mean is m
+    assert model.meta_stats.count == 1
     d0 = data.collect_steps(ExplorationPolicy(model.teacher, model.student, data.noise_rng), 50)
     for k, m in enumerate([3.0, -1.0, 10.0, 4.5]):
         out = model.teacher_step([d0], [m])

@@ -8,6 +8,7 @@ Contents: the seeded batches it trained on, per-update metrics, parameter snapsh
 of three stacked look-ahead members (the batched look-ahead of that time).
 """
 
+# ruff: noqa: I001  (imports the package as it was at 3f172b0, whose modules no longer exist)
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
-"""--model.meta.samples=K: the batched look-ahead, the leave-one-out baseline, and a run's accounting."""
+"""--model.meta.samples=K: the leave-one-out baseline, the teacher step that uses it, and a run's accounting.
+(That the K stacked look-ahead students are K copies of the one update is tests/test_learner.py's.)"""
 
 from __future__ import annotations
 
@@ -10,62 +11,9 @@ from conftest import fit, make_rollout
 from test_errors import run_main
 
 from lightning_meta_rl.config import MetaConfig
-from lightning_meta_rl.ensemble import StackedLookahead, leave_one_out, stack_batches
 from lightning_meta_rl.errors import ConfigError
-from lightning_meta_rl.networks import ActionScale
-from lightning_meta_rl.student import Student, ddpg_update, lookahead_copy, make_adam
-from lightning_meta_rl.types import Batch, Rollout
-
-OBS, ACT, B = 3, 2, 32
-SETTINGS = {"gamma": 0.99, "tau": 0.05, "critic_l2": 1e-2}
-
-
-def _batch(gen: torch.Generator) -> Batch:
-    return Batch(
-        torch.randn(B, OBS, generator=gen),
-        torch.rand(B, ACT, generator=gen) * 3 - 1,  # inside the asymmetric bounds below
-        torch.randn(B, generator=gen),
-        torch.randn(B, OBS, generator=gen),
-        (torch.rand(B, generator=gen) < 0.2).float(),
-    )
-
-
-@pytest.mark.parametrize(("hidden", "layer_norm"), [((16, 16), True), ((8, 12, 6), False)])
-def test_the_batched_look_ahead_is_k_independent_copies_of_the_eager_one(
-    hidden: tuple[int, ...], layer_norm: bool
-) -> None:
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    student = Student(OBS, ActionScale([-1.0, 0.0], [2.0, 0.5]), hidden, layer_norm)
-    actor_opt = make_adam(list(student.actor.parameters()), 1e-3)
-    critic_opt = make_adam(list(student.critic.parameters()), 1e-2)
-    for _ in range(3):  # the student's Adam has moments that every copy must start from
-        ddpg_update(student, _batch(gen), actor_opt, critic_opt, **SETTINGS, backward=torch.Tensor.backward)
-    k = 3
-    batches = [[_batch(gen) for _ in range(k)] for _ in range(8)]  # member j trains on batches[i][j]
-    before = [p.detach().clone() for p in student.parameters()]
-
-    stack = StackedLookahead(student, k, actor_opt, critic_opt)
-    for step in batches:
-        stack.update(stack_batches(step), **SETTINGS)
-
-    assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))  # student untouched
-    for j in range(k):
-        copy, a_opt, c_opt = lookahead_copy(student, actor_opt, critic_opt)
-        for step in batches:
-            ddpg_update(copy, step[j], a_opt, c_opt, **SETTINGS, backward=torch.Tensor.backward)
-        for mine, stacked in (
-            (copy.critic, stack.critic),
-            (copy.actor_target, stack.actor_target),
-            (copy.critic_target, stack.critic_target),
-        ):
-            for p, q in zip(mine.parameters(), stacked.params, strict=True):
-                torch.testing.assert_close(q[j], p, rtol=1e-5, atol=1e-6)
-        member = stack.member_actor(j)
-        for p, q in zip(copy.actor.parameters(), member.parameters(), strict=True):
-            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
-    # the members trained on different data, so they differ
-    assert not torch.allclose(stack.actor.params[0][0], stack.actor.params[0][1])
+from lightning_meta_rl.meta_reward import leave_one_out
+from lightning_meta_rl.types import Rollout
 
 
 def test_leave_one_out_removes_what_every_sample_shares() -> None:
@@ -113,12 +61,12 @@ def test_the_teacher_step_weights_each_segment_by_its_leave_one_out_advantage(tm
     )
     adv = leave_one_out(m)
     expected = -sum(a * lp.mean() for a, lp in zip(adv, log_prob.split(10), strict=True)) / 3
-    steps, counted = model._teacher_steps, model._raw_m_count
+    steps, counted = model.teacher_steps, model.meta_stats.count
     out = model.teacher_step(segments, m)
     assert out["teacher/loss"] == pytest.approx(float(expected.detach()), rel=1e-5)
     assert out["meta/reward_spread"] == pytest.approx(float(torch.tensor(m).std(correction=0)))
-    assert model._teacher_steps == steps + 1
-    assert model._raw_m_count == counted + 3  # every sample feeds the signal-to-noise diagnostic
+    assert model.teacher_steps == steps + 1
+    assert model.meta_stats.count == counted + 3  # every sample feeds the signal-to-noise diagnostic
 
 
 @pytest.mark.parametrize("reward", ["return", "critic"])
@@ -135,10 +83,10 @@ def test_a_k_sample_run_collects_k_segments_and_takes_one_teacher_step_per_itera
     )
     model, data = c.model, c.datamodule
     rec = model.last_iteration
-    iterations = model.global_step_iterations
+    iterations = model.iteration
     assert iterations >= 2
-    assert model._teacher_steps == iterations
-    assert model._raw_m_count == 3 * iterations
+    assert model.teacher_steps == iterations
+    assert model.meta_stats.count == 3 * iterations
     if reward == "critic":  # no rollouts: every step after warm-up is teacher data
         warmup = -(-data.warmup_steps // 3) * 3  # a whole number of steps of each of the 3 environments
         assert data.env_steps == warmup + iterations * 3 * model.meta_cfg.d0_steps

@@ -1,10 +1,12 @@
-"""Evaluation history of a run: kept in memory (and in checkpoints) and appended to ``metrics.csv``."""
+"""Reporting evaluation: when it runs, its history (in memory, in checkpoints, appended to ``metrics.csv``)
+and the run's one final score."""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
+import time
 from typing import Any
 
 FIELDS = ("env_steps", "iteration", "eval/return", "r_pi", "wall_time_s")
@@ -54,3 +56,44 @@ class EvalHistory:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state["rows"]]
+
+
+class Evaluation:
+    """The evaluation schedule (every ``eval_every`` environment steps and at the end of training) and the
+    history it fills, with the run's wall clock (which continues across a resume)."""
+
+    def __init__(self) -> None:
+        self.history = EvalHistory()
+        self.next_at = 0
+        self._t0 = time.perf_counter()
+
+    def start(self, path: str | None, env_steps: int, eval_every: int) -> None:
+        """At the start of training (``env_steps`` > 0: resumed): where rows go, and the clock."""
+        self.history.path = path
+        self._t0 = time.perf_counter() - (self.history.rows[-1]["wall_time_s"] if self.history.rows else 0.0)
+        if env_steps > 0:
+            self.history.rewrite()
+        else:
+            self.next_at = eval_every
+
+    def due(self, env_steps: int, last: bool) -> bool:
+        return env_steps >= self.next_at or last
+
+    def record(self, env_steps: int, eval_every: int, iteration: int, eval_return: float, r_pi: float) -> None:
+        """One evaluation's row; the next evaluation is at the next multiple of ``eval_every``."""
+        row = {
+            "env_steps": float(env_steps),
+            "iteration": float(iteration),
+            "eval/return": eval_return,
+            "r_pi": r_pi,
+            "wall_time_s": time.perf_counter() - self._t0,
+        }
+        self.history.record(row)
+        self.next_at = (env_steps // eval_every + 1) * eval_every
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history.state_dict(), "next_eval": self.next_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history.load_state_dict(state["history"])
+        self.next_at = int(state["next_eval"])
