@@ -14,7 +14,7 @@ advance), every arm is the Meta config ``conf/<env>.yaml`` plus overrides:
 And on Reacher-v5 (300k), where Meta loses clearly, ``d0_steps=1000``: a larger share of teacher data.
 
 Writes ``<out>/table.md`` (final scores, meta-reward statistics, what the teacher did late in training) and
-``<out>/runs.csv``; resumable like benchmarks/reproduce.py (whose job runner it uses).
+``<out>/runs.csv``; resumable like benchmarks/reproduce.py (the same job runner, runlib.py).
 
     python benchmarks/investigate.py
 """
@@ -25,14 +25,11 @@ import argparse
 import csv
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, read_metrics, write_rows
-from reproduce import ENVS, ROOT, SEEDS, Job, add_run_options, bootstrap_ci, d0_share, finished, fmt, run_all
+from reproduce import ENVS, SEEDS, add_run_options, bootstrap_ci, d0_share, fmt
+from runlib import ROOT, Job, final_score, finished, read_metrics, run_all, write_rows
 
 INVESTIGATED = ("pendulum", "inverted_pendulum")
 ARMS: dict[str, tuple[str, ...]] = {

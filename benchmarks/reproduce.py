@@ -27,22 +27,13 @@ Meta (State) and Meta (Variance) are the Meta config with ``--model.teacher.kind
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import sys
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
+from runlib import ROOT, Job, final_score, finished, read_metrics, run_all, write_rows
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, fit_command, read_metrics, run_quietly, write_rows
-
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2, 3, 4)
 # Config stem -> (budget in env steps, the slides' environment name). Cheapest first, so that a partial
 # run of the script still yields whole environments.
@@ -76,95 +67,18 @@ ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Job:
-    """One run: a shipped config (DDPG arm: ``<env>_ddpg.yaml``, every other arm: ``<env>.yaml``) plus overrides."""
-
-    env: str
-    arm: str
-    seed: int
-    budget: int
-    overrides: tuple[str, ...] = ()
-    log_csv: bool = False  # also write every iteration's metrics (meta/reward, ...) with a CSVLogger
-
-    @classmethod
-    def make(cls, env: str, arm: str, seed: int, cap: int | None) -> Job:
-        budget = ENVS[env][0]
-        return cls(env, arm, seed, budget if cap is None else min(cap, budget), ARM_OVERRIDES[arm])
-
-    @property
-    def name(self) -> str:
-        return f"{self.env}_{self.arm}_seed{self.seed}"
-
-    def command(self, run_dir: Path, ckpt: Path | None) -> list[str]:
-        config = f"{self.env}_ddpg.yaml" if self.arm == "ddpg" else f"{self.env}.yaml"
-        cmd = fit_command(
-            ROOT / "conf" / config,
-            f"--seed_everything={self.seed}",
-            f"--data.total_env_steps={self.budget}",
-            f"--run_dir={run_dir}",
-            "--trainer.enable_progress_bar=false",
-            # IEEE denormals, as every run of these studies had before the CLI's flush default (2026-12-02):
-            # the protocol does not change mid-study (with LayerNorm, flushing measured no speed difference)
-            "--flush_denormal=false",
-        )
-        if self.log_csv:
-            cmd += [
-                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                f"--trainer.logger.save_dir={run_dir}",
-                "--trainer.logger.name=iterations",
-                "--trainer.log_every_n_steps=1",
-            ]
-        else:
-            cmd.append("--trainer.logger=false")
-        cmd += self.overrides
-        if ckpt is not None:
-            cmd.append(f"--ckpt_path={ckpt}")
-        return cmd
+def make_job(env: str, arm: str, seed: int, cap: int | None) -> Job:
+    """One run of the reproduction: ``env``'s budget (capped by ``cap``), the arm's overrides."""
+    budget = ENVS[env][0]
+    return Job(env, arm, seed, budget if cap is None else min(cap, budget), ARM_OVERRIDES[arm])
 
 
 def jobs_for(envs: list[str], seeds: tuple[int, ...], cap: int | None) -> list[Job]:
     jobs = []
     for env in envs:
         arms = ARMS if env in VARIANT_ENVS else ARMS[:2]
-        jobs += [Job.make(env, arm, seed, cap) for seed in seeds for arm in arms]
+        jobs += [make_job(env, arm, seed, cap) for seed in seeds for arm in arms]
     return jobs
-
-
-def finished(job: Job, runs: Path) -> bool:
-    rows = read_metrics(runs / job.name)
-    return bool(rows) and float(rows[-1]["env_steps"]) >= job.budget
-
-
-def run(job: Job, runs: Path) -> None:
-    run_dir = runs / job.name
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.exists() and run_dir.exists():  # interrupted before its first checkpoint: start again
-        shutil.rmtree(run_dir)
-    run_quietly(job.command(run_dir, ckpt if ckpt.exists() else None), job.name)
-
-
-def run_all(todo: list[Job], runs: Path, jobs: int, after_each: Callable[[], None]) -> None:
-    """Run ``todo`` with ``jobs`` processes at once; ``after_each`` (under a lock) after every finished run.
-    A failed run is reported and the others go on; the script exits non-zero at the end if any failed."""
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def work(job: Job) -> None:
-        try:
-            run(job, runs)
-        except RuntimeError as err:
-            print(err, file=sys.stderr, flush=True)
-            failures.append(job.name)
-        with lock:
-            after_each()
-
-    print(f"{len(todo)} runs to do", flush=True)
-    with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(work, todo))
-    if failures:
-        after_each()
-        sys.exit(f"{len(failures)} runs failed: {', '.join(failures)}")
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -3,7 +3,7 @@
 Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of ``--steps`` env steps each:
 
 * ``ref``: a plain-PyTorch DDPG loop written below (no Lightning). It imports our ``Student``,
-  ``ddpg_update``, ``make_adam``, ``ReplayBuffer``, ``RunningNorm`` and ``gather``, so it measures only
+  ``ddpg_step``, ``make_adam``, ``ReplayBuffer``, ``RunningNorm`` and ``gather``, so it measures only
   what Lightning and our data path (collectors, rollouts, logging, callbacks) add. One gymnasium env
   stepped by hand, uniform warm-up, then iterations of ``d0_steps`` noisy steps (Gaussian noise around
   mu(s) on normalized observations, clipped) followed by ``utd_ratio`` updates per env step (critic, then
@@ -18,13 +18,10 @@ Three arms, interleaved (ref, ddpg, meta, ref, ...) for ``--repeats`` rounds of 
   as our loop does). Differences it keeps: one learning rate for actor and critic (the actor's), no
   LayerNorm, no observation normalization, no critic L2. Timed over the same window (after warm-up).
 * ``ddpg_compiled`` and ``meta_compiled`` (with ``--compile``): the two arms with ``--model.compile=true``
-  (lightning_meta_rl/compiled.py: on this single-process path, one compiled graph per update). Their window
+  (``torch.compile`` of the one update, ``ddpg_step`` in lightning_meta_rl/learner.py). Their window
   starts at the second training iteration, so compiling (in the first) is left out of the steady state and
   reported on its own: the first iteration's time less the window's mean time per iteration (only the
   process's first compiled run compiles; later ones reuse dynamo's code).
-* ``ddpg_lightning`` (with ``--lightning-path``): the DDPG arm with a callback that listens to the
-  backward and optimizer-step hooks, so every student update goes through ``manual_backward`` and
-  ``LightningOptimizer.step`` (lightning_meta_rl/fast_path.py): what skipping them buys.
 
 The trainer runs in-process through ``lightning_meta_rl.cli.cli(..., run=False)`` (W&B disabled, no
 logger, no config callbacks, no progress bar; the default ``EnvStepCheckpoint`` stays, as in every run,
@@ -40,9 +37,8 @@ SB3 builds. All arms run with ``torch.set_num_threads(1)`` for a fair single-cor
 
     python benchmarks/throughput.py            # full: 20000 steps x 3 repeats x 2 settings
     python benchmarks/throughput.py --quick    # 3000 steps x 1 repeat, default setting only
-    python benchmarks/throughput.py --lightning-path   # adds the ddpg_lightning arm
-    python benchmarks/throughput.py --sb3              # adds Stable-Baselines3's DDPG (the "bench" extra)
-    python benchmarks/throughput.py --compile          # adds the compiled DDPG and Meta arms
+    python benchmarks/throughput.py --sb3      # adds Stable-Baselines3's DDPG (the "bench" extra)
+    python benchmarks/throughput.py --compile  # adds the compiled DDPG and Meta arms
 """
 
 from __future__ import annotations
@@ -71,9 +67,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
 from lightning_meta_rl.cli import RUN_DIR_ENV, cli
 from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.learner import AdamState, ddpg_step, make_adam
 from lightning_meta_rl.module import MetaRLModule
-from lightning_meta_rl.networks import ActionScale
-from lightning_meta_rl.student import Student, ddpg_update, make_adam
+from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch, Rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +78,6 @@ ARMS = ("ref", "ddpg", "meta")
 ARM_CONFIG = {
     "ddpg": "conf/hopper_ddpg.yaml",
     "meta": "conf/hopper.yaml",
-    "ddpg_lightning": "conf/hopper_ddpg.yaml",
     "ddpg_compiled": "conf/hopper_ddpg.yaml",
     "meta_compiled": "conf/hopper.yaml",
 }
@@ -126,16 +121,6 @@ def build_cli(setting: str, arm: str, steps: int, seed: int, run_dir: str):
     args.append(f"--model.compile={'true' if arm in COMPILED_ARMS else 'false'}")
     args.append(f"--flush_denormal={'true' if FLUSH_DENORMAL['flush'] else 'false'}")
     return cli(args, run=False)
-
-
-class ListenToHooks(Callback):
-    """Does nothing, but listens to the hooks around each backward and optimizer step: Lightning's full path."""
-
-    def on_before_backward(self, trainer, pl_module, loss) -> None:
-        pass
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        pass
 
 
 class Window(Callback):
@@ -184,8 +169,6 @@ def trainer_run(setting: str, arm: str, repeat: int, steps: int) -> Run:
         c = build_cli(setting, arm, steps, repeat, os.path.join(tmp, "run"))
         window = Window(first_batch=1 if arm in COMPILED_ARMS else 0)
         c.trainer.callbacks.append(window)
-        if arm == "ddpg_lightning":
-            c.trainer.callbacks.append(ListenToHooks())
         c.trainer.fit(c.model, datamodule=c.datamodule)
     assert window.t0 is not None, "training ran no iteration"
     seconds = window.t1 - window.t0 - window.excluded
@@ -231,7 +214,7 @@ def reference_run(
     """Plain DDPG, no Lightning: warm-up, then d0_steps noisy steps and utd_ratio updates per step, repeated.
     ``on_end`` (untimed) sees the trained student and its actor and critic optimizers."""
     (model, data), seed = recipe, repeat
-    cfg = model.cfg
+    cfg = model.student_cfg
     torch.manual_seed(seed)
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     env = HandStepper(seed)
@@ -240,7 +223,8 @@ def reference_run(
     student = Student(obs_dim, ActionScale(low.tolist(), high.tolist()), cfg.hidden, cfg.layer_norm)
     actor_opt = make_adam(list(student.actor.parameters()), cfg.actor_lr)
     critic_opt = make_adam(list(student.critic.parameters()), cfg.critic_lr)
-    update = partial(ddpg_update, gamma=cfg.gamma, tau=cfg.tau, critic_l2=cfg.critic_l2, backward=torch.Tensor.backward)
+    step = partial(ddpg_step, gamma=cfg.gamma, tau=cfg.tau, critic_l2=cfg.critic_l2)
+    actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
     buffer = ReplayBuffer(data.buffer_size, obs_dim, act_dim)
     norm = RunningNorm(obs_dim, data.obs_clip, enabled=data.normalize_obs)
     noise_std = model.teacher_cfg.sigma * (high - low) / 2
@@ -266,7 +250,7 @@ def reference_run(
         add(env.steps(n, noisy))
         done, credit = done + n, credit + model.utd_ratio * n
         for _ in range(int(credit)):
-            update(student, sample(), actor_opt, critic_opt)
+            step(student, actor_adam, critic_adam, sample())
         updates, credit = updates + int(credit), credit - int(credit)
     run = Run(setting, "ref", repeat, done - data.warmup_steps, time.perf_counter() - t0, updates)
     if on_end is not None:
@@ -281,7 +265,7 @@ def sb3_run(recipe: tuple[MetaRLModule, RolloutDataModule], setting: str, repeat
     from stable_baselines3.common.noise import NormalActionNoise
 
     model, data = recipe
-    cfg, n = model.cfg, model.meta_cfg.d0_steps
+    cfg, n = model.student_cfg, model.meta_cfg.d0_steps
     env = gym.make(ENV_ID)
     low, high = env.action_space.low, env.action_space.high
     noise = NormalActionNoise(np.zeros_like(low), model.teacher_cfg.sigma * (high - low) / 2)
@@ -341,9 +325,6 @@ def ratio_lines(runs: list[Run], setting: str) -> list[str]:
             f"- {setting}: Meta arm / DDPG arm wall-clock per env step = {meta_cost:.3f} (target <= 1.5: "
             f"{'met' if meta_cost <= 1.5 else 'NOT met'})"
         )
-    if any(r.setting == setting and r.arm == "ddpg_lightning" for r in runs):
-        full, _ = medians(runs, setting, "ddpg_lightning")
-        lines.append(f"- {setting}: DDPG arm through Lightning's hooks / reference env steps/s = {full / ref:.3f}")
     compiled = any(r.setting == setting and r.arm == "ddpg_compiled" for r in runs)
     if compiled:
         fast, _ = medians(runs, setting, "ddpg_compiled")
@@ -434,9 +415,6 @@ def main() -> None:
         "--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: default and modern"
     )
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
-        "--lightning-path", action="store_true", help="add the ddpg_lightning arm (Lightning's hooks on every update)"
-    )
     parser.add_argument("--sb3", action="store_true", help="add Stable-Baselines3's DDPG (pip install -e '.[bench]')")
     parser.add_argument("--compile", action="store_true", help="add the ddpg_compiled and meta_compiled arms")
     parser.add_argument("--arms", nargs="+", default=None, help="run only these arms (ref and ddpg always run)")
@@ -449,8 +427,7 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     out = args.out or ROOT / "benchmarks" / "results" / ("throughput_quick" if args.quick else "throughput")
     quiet()
-    arms = (*ARMS, "ddpg_lightning") if args.lightning_path else ARMS
-    arms = (*arms, "sb3") if args.sb3 else arms
+    arms = (*ARMS, "sb3") if args.sb3 else ARMS
     arms = (*arms, *COMPILED_ARMS) if args.compile else arms
     if args.arms:
         arms = tuple(a for a in arms if a in ("ref", "ddpg", *args.arms))

@@ -1,16 +1,13 @@
-"""The pure parts of the benchmark scripts: the statistics and the run commands behind the published tables."""
+"""The pure parts of the benchmark scripts: the statistics and the run commands behind the published tables.
+
+The scripts are imported from benchmarks/ (``pythonpath`` in pyproject.toml)."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from compare_arms import final_score
-from reproduce import ENVS, Job, bootstrap_ci, finished, jobs_for, table
+from reproduce import ENVS, bootstrap_ci, jobs_for, make_job, table
+from runlib import Job, final_score, finished
 
 
 def test_bootstrap_interval_of_constant_arms_is_the_exact_difference() -> None:
@@ -46,18 +43,18 @@ def test_jobs_cover_both_arms_everywhere_and_variants_on_two_envs() -> None:
 
 
 def test_job_command_picks_the_config_and_resumes_from_a_checkpoint(tmp_path) -> None:
-    ddpg = Job.make("hopper", "ddpg", 3, None).command(tmp_path / "r", None)
+    ddpg = make_job("hopper", "ddpg", 3, None).command(tmp_path / "r", None)
     assert ddpg[ddpg.index("--config") + 1].endswith("conf/hopper_ddpg.yaml")
     assert "--seed_everything=3" in ddpg and "--data.total_env_steps=300000" in ddpg
     assert "--flush_denormal=false" in ddpg  # the studies' protocol predates the CLI's flush default
-    variant = Job.make("pendulum", "meta_state", 0, 1000).command(tmp_path / "r", tmp_path / "last.ckpt")
+    variant = make_job("pendulum", "meta_state", 0, 1000).command(tmp_path / "r", tmp_path / "last.ckpt")
     assert variant[variant.index("--config") + 1].endswith("conf/pendulum.yaml")
     assert "--model.teacher.kind=meta_state" in variant and "--data.total_env_steps=1000" in variant
     assert variant[-1] == f"--ckpt_path={tmp_path / 'last.ckpt'}"
 
 
 def test_a_run_is_finished_only_once_its_metrics_reach_the_budget(tmp_path) -> None:
-    job = Job.make("pendulum", "meta", 0, 1000)
+    job = make_job("pendulum", "meta", 0, 1000)
     run_dir = tmp_path / job.name
     assert not finished(job, tmp_path)
     run_dir.mkdir()
@@ -100,7 +97,7 @@ def test_bit_identical_comparison_notices_any_changed_evaluation_or_weight(tmp_p
 
 
 def test_every_learned_arm_of_the_fair_test_has_a_frozen_null_with_its_protocol() -> None:
-    from fair_test import ARM_OVERRIDES, MATCHED_NULL
+    from fair_study import ARM_OVERRIDES, MATCHED_NULL
 
     def protocol(arm: str) -> set[str]:  # everything but what the teacher is and whether it learns
         return {o for o in ARM_OVERRIDES[arm] if not o.startswith(("--model.teacher.kind", "--model.teacher.lr"))}
@@ -116,7 +113,7 @@ def test_every_learned_arm_of_the_fair_test_has_a_frozen_null_with_its_protocol(
 
 
 def test_the_exact_twin_of_a_learned_arm_differs_only_in_the_teacher_never_learning() -> None:
-    from fair_test import ARM_OVERRIDES, EXACT_TWIN
+    from fair_study import ARM_OVERRIDES, EXACT_TWIN
 
     for arm, twin in EXACT_TWIN.items():
         assert set(ARM_OVERRIDES[twin]) == set(ARM_OVERRIDES[arm]) | {"--model.teacher.lr=0"}, arm
@@ -126,7 +123,7 @@ def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_rep
     # a run of one arm once rewrote evaluation_runs.csv and evaluation.md with that arm alone
     import csv
 
-    from fair_test import STAGE_ARMS, jobs, report, report_name
+    from fair_study import STAGE_ARMS, jobs, report, report_name
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     for arm, score in (("ddpg", -150.0), ("frozen_state", -140.0)):
@@ -151,7 +148,7 @@ def test_a_fair_test_report_of_some_arms_keeps_every_arms_runs_and_the_stage_rep
 
 def test_a_fair_test_report_rebuilt_from_the_same_runs_repeats_every_interval(tmp_path) -> None:
     # rliable draws from numpy's global generator: unseeded, each rebuild moved the committed intervals
-    from fair_test import jobs, report
+    from fair_study import jobs, report
 
     runs = tmp_path / "runs"
     scores = {"ddpg": [-300, -150, -700, -160, -140, -420], "frozen_state": [-130, -900, -170, -150, -250, -145]}
@@ -177,41 +174,8 @@ def test_a_fair_test_report_rebuilt_from_the_same_runs_repeats_every_interval(tm
     assert frozen_state_rows(both) == frozen_state_rows(build(["frozen_state"], "c"))
 
 
-def test_user_path_arms_remove_one_layer_each_from_the_committed_config() -> None:
-    import yaml
-    from user_path import ARMS, BASE_CONFIG, VIDEO, arm_configs, round_order
-
-    base = yaml.safe_load(BASE_CONFIG.read_text())
-    arms = arm_configs(base)
-    assert arms["user"] == (base, [])  # the user's arm is the committed config, untouched
-    paths = [c["class_path"] for c in base["trainer"]["callbacks"]]
-    assert VIDEO in paths and len(paths) > 1
-    assert [c["class_path"] for c in arms["no_video"][0]["trainer"]["callbacks"]] == [p for p in paths if p != VIDEO]
-    assert arms["no_callbacks"][0]["trainer"]["callbacks"] == []
-    assert "--trainer.logger=false" in arms["bare"][1] and "--trainer.logger=false" not in arms["no_callbacks"][1]
-    for config, _ in arms.values():  # nothing but the callbacks differs
-        assert {**config, "trainer": {**config["trainer"], "callbacks": None}} == {
-            **base,
-            "trainer": {**base["trainer"], "callbacks": None},
-        }
-    firsts = {round_order(r)[0] for r in range(len(ARMS))}
-    assert firsts == set(ARMS) and all(sorted(round_order(r)) == sorted(ARMS) for r in range(6))
-
-
-def test_user_path_summary_prices_whole_runs_against_the_bare_arm() -> None:
-    from user_path import summarize
-
-    def run(whole: float, train: float) -> dict[str, float]:
-        return {"whole_s": whole, "train_s": train, "evaluations": 3, "videos": 0}
-
-    med = summarize({"user": [run(30, 20), run(40, 22), run(35, 25)], "bare": [run(20, 15), run(10, 8), run(12, 9)]})
-    # the rest is the median of each run's whole - training (10, 18, 10), not the difference of medians (35 - 22)
-    assert med["user"]["whole_s"] == 35 and med["user"]["train_s"] == 22 and med["user"]["rest_s"] == 10
-    assert med["bare"]["ratio_to_bare"] == 1.0 and med["user"]["ratio_to_bare"] == pytest.approx(35 / 12)
-
-
 def test_fair_test_aggregates_complete_tasks_first_so_a_task_in_progress_cannot_cut_their_seeds() -> None:
-    from fair_test import aggregate_sets
+    from fair_study import aggregate_sets
 
     ten = set(range(100, 110))
     stage = {"pendulum": ten, "inverted_pendulum": ten, "sparse_mountain_car": ten, "hopper": ten}
@@ -249,21 +213,3 @@ def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_fi
     assert "compile start-up 30.0 s" in compiled  # the first compiled run's, not the median's 0.1
     slow = [r for r in runs if r.arm != "ddpg_compiled"] + [run("ddpg_compiled", r, 600) for r in range(3)]
     assert "(target >= 1.5: NOT met)" in next(line for line in ratio_lines(slow, "default") if "compiled" in line)
-
-
-def test_denormal_count_takes_subnormal_floats_only_and_sees_them_while_flushing() -> None:
-    import torch
-    from denormals import denormals
-
-    tiny = torch.finfo(torch.float32).tiny
-    values = torch.tensor([0.0, tiny, tiny / 2, -tiny / 4, 1e-45, 1.0, -3e-39, -0.0, float("inf")])
-    assert values[4] != 0  # the smallest float32 subnormal is representable
-    expected = (4, 12)  # tiny/2, -tiny/4, 1e-45, -3e-39; not 0, -0, tiny, 1, inf
-    assert denormals([values, torch.zeros(3)]) == expected
-    if not torch.set_flush_denormal(True):
-        pytest.skip("this CPU cannot flush denormals")
-    try:  # the CPU now reads denormal inputs as zero: a float comparison would count none
-        assert (values[2] != 0).item() is False
-        assert denormals([values, torch.zeros(3)]) == expected
-    finally:
-        torch.set_flush_denormal(False)

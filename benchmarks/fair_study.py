@@ -1,17 +1,20 @@
 """A fair test of the teacher (issue 12): arms, seeds and statistics, in two stages.
 
-    python benchmarks/fair_test.py --stage development          # seeds 0-4, Pendulum 50k, InvertedPendulum 100k
-    python benchmarks/fair_test.py --stage evaluation           # 10 fresh seeds, five tasks, the arms of STAGE_ARMS
-    python benchmarks/fair_test.py --stage evaluation --arms meta_state frozen_state --report  # a report of two arms
-    python benchmarks/fair_test.py --stage development --report # only rebuild the report
+    python benchmarks/fair_study.py --stage development          # seeds 0-4, Pendulum 50k, InvertedPendulum 100k
+    python benchmarks/fair_study.py --stage evaluation           # 10 fresh seeds, five tasks, the arms of STAGE_ARMS
+    python benchmarks/fair_study.py --stage evaluation --arms meta_state frozen_state --report  # a report of two arms
+    python benchmarks/fair_study.py --stage development --report # only rebuild the report
+
+Writes into ``benchmarks/results/fair_test/`` (the folder keeps the script's former name, fair_test.py):
+``<stage>.md``, ``<stage>_runs.csv``, ``profile_<stage>.png`` and the runs under ``runs/``.
 
 Every run goes through the real CLI in its own process (one torch thread each, ``--jobs`` at once), logs
 every iteration with a CSVLogger (``teacher/steps``, ``meta/snr``, ``meta/reward``, ...) and is resumable:
-a finished run is never redone, an interrupted one continues from its checkpoint (reproduce.py's runner).
+a finished run is never redone, an interrupted one continues from its checkpoint (the runner of runlib.py).
 
 The configs of the 300k-step tasks (Hopper, HalfCheetah) were set to ``model.compile: true`` before any of
 their evaluation runs: those tasks run compiled in every arm, the other three eager in every arm.
-Every run keeps IEEE denormals (``--flush_denormal=false``, set in reproduce.py's Job.command), as the
+Every run keeps IEEE denormals (``--flush_denormal=false``, set in runlib.py's Job.command), as the
 runs before the CLI's flush default had.
 
 Arms (each the Meta config ``conf/<env>.yaml`` plus overrides, except ``ddpg``):
@@ -54,16 +57,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_arms import final_score, read_metrics
-from reproduce import ROOT, Job, finished, run_all
+from runlib import ROOT, Job, final_score, finished, read_metrics, run_all
 
 DEV_SEEDS = (0, 1, 2, 3, 4)
 EVAL_SEEDS = tuple(range(100, 110))  # fixed before any evaluation run; never used in development
@@ -253,7 +252,7 @@ def report(stage: str, all_jobs: list[Job], runs: Path, out: Path, arms: list[st
     lines = [
         f"# Fair test of the teacher, {stage} stage",
         "",
-        f"`python benchmarks/fair_test.py --stage {stage} --arms {' '.join(arms)}`; {len(done)} of "
+        f"`python benchmarks/fair_study.py --stage {stage} --arms {' '.join(arms)}`; {len(done)} of "
         f"{len(all_jobs)} runs finished. Seeds finished in every arm: "
         + "; ".join(f"{t} {list(s)}" for t, s in seeds.items())
         + ".",

@@ -1,0 +1,172 @@
+"""Steady-state cost of the one DDPG update (lightning_meta_rl/learner.py) in each of its uses, and of the
+two ways a member dimension can be given to the networks.
+
+* ``update``: milliseconds per ``ddpg_step`` of the live student, eager and ``torch.compile``d; of a look-ahead
+  copy (K = 1) and of K stacked members (K = 2, 5), eager and compiled; per member for the stacked ones.
+* ``members``: the critic's loss, forward and backward, for K members: our stacked layers (batched matrix
+  products inside the networks' own forward) against ``torch.func.vmap`` over ``functional_call`` of the
+  plain network, and against K plain networks one after another. This is the measurement the design rests on.
+
+Rounds alternate the arms (a shared machine drifts); medians over rounds. One torch thread, as the CLI.
+
+    python benchmarks/update_speed.py            # writes benchmarks/results/update_speed/update_speed.md
+    python benchmarks/update_speed.py --quick    # a short run (a smoke test uses it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch.func import functional_call, vmap
+
+from lightning_meta_rl.learner import Learner, make_adam
+from lightning_meta_rl.losses import critic_loss
+from lightning_meta_rl.networks import ActionScale, Student
+from lightning_meta_rl.types import Batch
+
+OUT = Path(__file__).resolve().parent / "results" / "update_speed" / "update_speed.md"
+OBS, ACT, B = 11, 3, 64  # Hopper-v5's sizes, the default minibatch
+
+
+def batches(n: int, lead: tuple[int, ...] = (), seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*lead, *shape, generator=g)
+
+    return [Batch(r(B, OBS), r(B, ACT).clamp(-1, 1), r(B), r(B, OBS), r(B).gt(1.5).float()) for _ in range(n)]
+
+
+def median_ms(fn: Callable[[], object], reps: int) -> float:
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return 1e3 * (time.perf_counter() - t) / reps
+
+
+def update_arms(quick: bool) -> dict[str, Callable[[], object]]:
+    """Each arm: one call = one update (of every member)."""
+    torch.manual_seed(0)
+    student = Student(OBS, ActionScale([-1.0] * ACT, [1.0] * ACT), (64, 64), True)
+    actor_opt, critic_opt = make_adam(student.actor.parameters(), 1e-4), make_adam(student.critic.parameters(), 1e-3)
+    arms: dict[str, Callable[[], object]] = {}
+    ks = (2, 5) if not quick else (2,)
+    for compiled in (False, True):
+        learner = Learner(0.99, 0.01, 0.01, compile=compiled)
+        tag = "compiled" if compiled else "eager"
+        single, pools = batches(8), {k: batches(8, (k,)) for k in ks}
+        it = iter(range(10**9))
+        arms[f"student, {tag}"] = lambda lr=learner, s=single, i=it: lr.update(
+            student, actor_opt, critic_opt, [s[next(i) % 8]]
+        )
+        arms[f"look-ahead copy K=1, {tag}"] = lambda lr=learner, s=single, i=it: lr.lookahead(
+            student, actor_opt, critic_opt, None, [s[next(i) % 8]]
+        )
+        for k in ks:
+            arms[f"stacked K={k}, {tag}"] = lambda lr=learner, p=pools[k], k=k, i=it: lr.lookahead(
+                student, actor_opt, critic_opt, k, [p[next(i) % 8]]
+            )
+    return arms
+
+
+def member_arms(k: int) -> dict[str, Callable[[], object]]:
+    """The critic's loss and its gradient for k members, three ways."""
+    torch.manual_seed(0)
+    student = Student(OBS, ActionScale([-1.0] * ACT, [1.0] * ACT), (64, 64), True)
+    stacked = student.stacked(k)
+    (b,) = batches(1, (k,))
+    target = torch.randn(k, B)
+    plain = [Student(OBS, student.actor.scale, (64, 64), True).critic for _ in range(k)]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in stacked.critic.named_parameters()}
+    l2 = student.critic_l2_names
+
+    def ours() -> object:
+        p = list(stacked.critic.parameters())
+        loss = critic_loss(stacked.critic(b.obs, b.action), target, stacked.critic.weight_matrices(), 0.01)
+        return torch.autograd.grad(loss.sum(), p)
+
+    def one(p: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return critic_loss(functional_call(student.critic, p, (obs, act)), y, [p[n] for n in l2], 0.01)
+
+    batched = vmap(one)
+
+    def with_vmap() -> object:
+        return torch.autograd.grad(batched(params, b.obs, b.action, target).sum(), list(params.values()))
+
+    def in_turn() -> object:
+        grads = []
+        for i, net in enumerate(plain):
+            loss = critic_loss(net(b.obs[i], b.action[i]), target[i], net.weight_matrices(), 0.01)
+            grads.append(torch.autograd.grad(loss, list(net.parameters())))
+        return grads
+
+    return {
+        f"K={k}: stacked layers": ours,
+        f"K={k}: vmap(functional_call)": with_vmap,
+        f"K={k}: K plain in turn": in_turn,
+    }
+
+
+def measure(arms: dict[str, Callable[[], object]], rounds: int, reps: int) -> dict[str, float]:
+    for fn in arms.values():  # warm-up (and the compiles)
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        order = list(arms) if r % 2 == 0 else list(reversed(arms))
+        for name in order:
+            times[name].append(median_ms(arms[name], reps))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def report(updates: dict[str, float], members: dict[str, float], command: str) -> str:
+    eager = updates["student, eager"]
+    lines = [
+        "# The one update: cost per use, and how members are stacked",
+        "",
+        f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"one thread; `{command}`. Hopper-v5 sizes (obs {OBS}, act {ACT}), 64-64 networks with LayerNorm, "
+        f"minibatch {B}. Medians over alternating rounds.",
+        "",
+        "| use of ddpg_step | ms per update (all members) | ms per member | vs eager student |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, ms in updates.items():
+        k = int(name.split("K=")[1].split(",")[0]) if "stacked" in name else 1
+        lines.append(f"| {name} | {ms:.3f} | {ms / k:.3f} | {ms / eager:.2f} |")
+    lines += ["", "| critic loss + gradient, K members | ms | vs stacked layers |", "| --- | --- | --- |"]
+    for name, ms in members.items():
+        k = name.split(":")[0]
+        base = members[f"{k}: stacked layers"]
+        lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds, K=2 only; prints, writes nothing")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rounds, reps = (2, 5) if args.quick else (args.rounds, args.reps)
+    updates = measure(update_arms(args.quick), rounds, reps)
+    members: dict[str, float] = {}
+    for k in (2,) if args.quick else (2, 5):
+        members |= measure(member_arms(k), rounds, reps)
+    text = report(updates, members, "python benchmarks/update_speed.py" + (" --quick" if args.quick else ""))
+    print(text)
+    if not args.quick:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

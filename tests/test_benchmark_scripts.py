@@ -1,0 +1,49 @@
+"""Every kept benchmark script still imports against the package, so a rename in lightning_meta_rl/ cannot
+break one unnoticed; and the update micro-benchmark runs end to end in its quick form.
+
+The scripts are imported from benchmarks/ (``pythonpath`` in pyproject.toml); benchmarks/README.md lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+SCRIPTS = ("bit_identical", "fair_study", "investigate", "reproduce", "throughput", "update_speed")
+
+
+def test_the_list_of_scripts_is_the_folder() -> None:
+    # a script added to benchmarks/ without a smoke test here fails this test
+    found = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    assert found == {*SCRIPTS, "runlib"}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_kept_script_imports_and_has_a_main(name: str) -> None:
+    module = importlib.import_module(name)
+    assert callable(module.main)
+
+
+def test_the_shared_module_imports() -> None:
+    runlib = importlib.import_module("runlib")
+    for helper in ("final_score", "fit_command", "read_metrics", "run_quietly", "write_rows", "run_all"):
+        assert callable(getattr(runlib, helper)), helper
+
+
+def test_the_update_benchmark_runs_in_its_quick_form() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "update_speed.py"), "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ms per update" in done.stdout
