@@ -7,27 +7,41 @@ import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 
 from lightning_meta_rl.errors import UserError
 
 
-class EnvStepCheckpoint(ModelCheckpoint):
-    """Keeps ``last.ckpt`` current: saved at the first iteration boundary past every ``every_env_steps``
-    environment steps (default: the DataModule's ``eval_every``) and at the end of training.
+class EnvStepCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` current: saved at the first iteration boundary past every
+    ``every_env_steps`` environment steps (default: the DataModule's ``eval_every``) and at the end of training.
 
     Every save goes to a temporary file first and is renamed over the old one, so a run killed at any
     moment (even with SIGKILL) leaves the previous complete checkpoint in place; resume it with
     ``fit --ckpt_path last`` (or the file's path) and the same ``--run_dir``.
+
+    Args:
+        every_env_steps: environment steps between saves (None: ``data.eval_every``).
+        dirpath: where ``last.ckpt`` goes (None: ``<run directory>/checkpoints``).
+        save_weights_only: save the weights alone (such a checkpoint cannot resume a run).
     """
 
-    def __init__(self, every_env_steps: int | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("save_top_k", 0)
-        super().__init__(save_last=True, **kwargs)
+    FILENAME = "last.ckpt"
+
+    def __init__(
+        self, every_env_steps: int | None = None, dirpath: str | None = None, save_weights_only: bool = False
+    ) -> None:
         if every_env_steps is not None and every_env_steps <= 0:
             raise ValueError(f"every_env_steps must be positive, got {every_env_steps}")
         self.every_env_steps = every_env_steps
+        self.dirpath = dirpath
+        self.save_weights_only = save_weights_only
         self._next_save: int | None = None
+        self._saved_at: int | None = None  # env steps of the last save (no second save of the same state)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         dm = trainer.datamodule  # type: ignore[attr-defined]
@@ -37,20 +51,32 @@ class EnvStepCheckpoint(ModelCheckpoint):
         due = trainer.strategy.reduce_boolean_decision(dm.env_steps >= self._next_save, all=False)
         if due and not trainer.should_stop:  # the final save happens at the end of training
             self._next_save = (dm.env_steps // every + 1) * every
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        # the epoch (an endless stream of iterations) ends only when training stops
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.save(trainer)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = filepath + ".tmp"
+    def save(self, trainer: L.Trainer) -> None:
+        """Write the checkpoint atomically (every rank takes part; rank 0 renames it into place)."""
+        env_steps = trainer.datamodule.env_steps  # type: ignore[attr-defined]
+        if env_steps == self._saved_at:
+            return
+        assert self.dirpath is not None, "set in setup"
+        path = os.path.join(self.dirpath, self.FILENAME)
+        tmp = path + ".tmp"
         trainer.save_checkpoint(tmp, self.save_weights_only)
         if trainer.is_global_zero:
-            os.replace(tmp, filepath)
+            os.replace(tmp, path)
         trainer.strategy.barrier("EnvStepCheckpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        self._saved_at = env_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_save": self._next_save, "dirpath": self.dirpath}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._next_save = state_dict.get("next_save")
 
 
 # ---------------------------------------------------------------------------- checks before resuming

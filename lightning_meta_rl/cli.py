@@ -7,15 +7,11 @@ messages with a non-zero exit status.
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
-import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,22 +26,19 @@ from lightning_meta_rl.checkpoint import (
     space_mismatches,
 )
 from lightning_meta_rl.datamodule import RolloutDataModule
-from lightning_meta_rl.errors import TrainingDiverged, UserError
+from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.module import MetaRLModule
+from lightning_meta_rl.rundir import RUN_DIR_ENV, RunDir
+from lightning_meta_rl.runtime import (
+    check_accelerator,
+    default_wandb_mode,
+    finish_wandb,
+    set_flush_denormal,
+    set_torch_threads,
+    wandb_has_credentials,
+)
 
-RUN_DIR_ENV = "LIGHTNING_META_RL_RUN_DIR"  # lets DDP's re-launched ranks reuse rank 0's run directory
-_new_run_dir: str | None = None  # the run directory this process is about to create (removed if the start is refused)
-
-
-def wandb_has_credentials() -> bool:
-    """True when W&B could log online: an API key in the environment or in ~/.netrc."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
-        return False
+__all__ = ["RUN_DIR_ENV", "MetaRLCLI", "cli", "main", "wandb_has_credentials"]
 
 
 def _int_seed(seed: int | bool | None) -> int:
@@ -71,6 +64,14 @@ class SaveConfigToRun(SaveConfigCallback):
 
 
 class MetaRLCLI(LightningCLI):
+    """LightningCLI with the run directory, process set-up and the checks a ``--ckpt_path`` gets."""
+
+    def __init__(self, *args: Any, run_dir: RunDir | None = None, **kwargs: Any) -> None:
+        self.run_dir = run_dir or RunDir()
+        self._checkpoint: dict[str, Any] | None = None
+        self._checkpoint_path = ""
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--run_dir",
@@ -96,11 +97,10 @@ class MetaRLCLI(LightningCLI):
             default=True,
             help="Flush denormal floats (below 1.2e-38) to zero on the CPU (torch.set_flush_denormal). Without "
             "LayerNorm, dead ReLU units leave Adam moments and weights decaying into the denormal range, where "
-            "x86 arithmetic is many times slower: a 256-256 run without LayerNorm ran at 30 env steps/s "
-            "unflushed against 76 flushed. Results are not bit-identical to IEEE runs (numpy and MuJoCo on this "
-            "thread flush too); a run resumed with another setting than it started with changes mid-run. It "
-            "covers the main thread, where every kernel runs with one torch thread; with --torch_threads above 1, "
-            "worker threads may keep IEEE. false keeps IEEE denormals.",
+            "x86 arithmetic is many times slower (docs/performance.md). Results are not bit-identical to IEEE "
+            "runs (numpy and MuJoCo on this thread flush too); a run resumed with another setting than it "
+            "started with changes mid-run. It covers the main thread, where every kernel runs with one torch "
+            "thread; with --torch_threads above 1, worker threads may keep IEEE. false keeps IEEE denormals.",
         )
         parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
 
@@ -108,16 +108,13 @@ class MetaRLCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._refuse_max_steps(config)
         check_accelerator(config.trainer.accelerator)
-        self.threads_note = set_torch_threads(config.torch_threads)
-        # the main thread's flag (x86 FTZ/DAZ): with one torch thread, every CPU kernel runs there
-        flushed = torch.set_flush_denormal(config.flush_denormal)
-        self.threads_note += "; denormals flushed to zero" if config.flush_denormal and flushed else ""
+        self.threads_note = set_torch_threads(config.torch_threads) + set_flush_denormal(config.flush_denormal)
         trainer = config.trainer
         several = str(trainer.devices) not in ("1", "auto") or (trainer.num_nodes or 1) > 1
         if several and trainer.strategy == "auto":
             # each backward touches one of the three networks: DDP must be told that the others are unused
             trainer.strategy = "ddp_find_unused_parameters_true"
-        run_dir = self._run_dir(config)
+        run_dir = self.run_dir.choose(config, self.subcommand)
         config.run_dir = run_dir
         config.trainer.default_root_dir = run_dir
         if config.trainer.enable_checkpointing is False:
@@ -144,18 +141,17 @@ class MetaRLCLI(LightningCLI):
         max_steps = config.trainer.get("max_steps")
         if self.subcommand == "fit" and max_steps not in (None, -1):
             raise UserError(
-                f"--trainer.max_steps={max_steps} is refused: Lightning counts optimizer steps (two to three per "
-                f"DDPG update, several hundred per iteration), not environment steps, so it would stop the run "
-                f"at an arbitrary point. Set the budget with --data.total_env_steps (or --trainer.max_time for a "
+                f"--trainer.max_steps={max_steps} is refused: Lightning counts its optimizer steps (the teacher's, "
+                f"one per iteration; none in the DDPG arm), not environment steps, so it would stop the run at an "
+                f"arbitrary point or never. Set the budget with --data.total_env_steps (or --trainer.max_time for a "
                 f"wall-clock limit)."
             )
 
-    def _parse_ckpt_path(self) -> None:
-        """A --ckpt_path that is missing, unreadable or from another set-up is refused, naming what differs,
-        before any state is loaded and before the run writes anything. (Lightning then replaces the model's
-        settings with the checkpoint's hyperparameters, so a resumed run continues with what it started with.)"""
-        self._checkpoint: dict[str, Any] | None = None
-        self._checkpoint_path = ""
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Then: a --ckpt_path that is missing, unreadable or from another set-up is refused, naming what
+        differs, before any state is loaded and before the run writes anything. (Lightning then replaces the
+        model's settings with the checkpoint's hyperparameters, so a resumed run continues as it started.)"""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         ckpt_path = config.get("ckpt_path")
@@ -175,7 +171,6 @@ class MetaRLCLI(LightningCLI):
                 self._refuse_mismatch(path, [d for d in diff if d.startswith("environment")])
                 if diff:
                     print(f"lightning-meta-rl: using the checkpoint's settings ({'; '.join(diff)})", flush=True)
-        super()._parse_ckpt_path()
 
     def _check_spaces(self) -> None:
         """The checkpoint's observation and action sizes against the environment's (known once it exists), and
@@ -195,34 +190,6 @@ class MetaRLCLI(LightningCLI):
                 f"run was started with (its config.yaml: --config <run_dir>/config.yaml), or start a new run "
                 f"without --ckpt_path."
             )
-
-    def _run_dir(self, config: Any) -> str:
-        inherited = os.environ.get(RUN_DIR_ENV)
-        if inherited and os.environ.get("LOCAL_RANK", "0") != "0":  # a rank that Lightning's DDP launcher started
-            return inherited
-        if config.run_dir is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            teacher = config.model.teacher.kind
-            env = str(config.data.env_id).replace("/", "_")
-            run_dir = os.path.join(
-                "runs", f"{env}_{teacher}_seed{config.seed_everything}_{stamp}_{os.urandom(2).hex()}"
-            )
-        else:
-            run_dir = str(config.run_dir)
-        if (
-            self.subcommand == "fit"
-            and config.get("ckpt_path") is None
-            and os.path.isdir(run_dir)
-            and os.listdir(run_dir)
-        ):
-            raise UserError(
-                f"Run directory '{run_dir}' already exists and is not empty; a new run never overwrites an earlier "
-                f"one. Choose another --run_dir, delete that directory, or resume it with --ckpt_path."
-            )
-        global _new_run_dir
-        _new_run_dir = None if os.path.exists(run_dir) else run_dir
-        os.environ[RUN_DIR_ENV] = run_dir
-        return run_dir
 
     def _start_line(self) -> None:
         if self.trainer.is_global_zero and isinstance(self.datamodule, RolloutDataModule):
@@ -265,47 +232,6 @@ class MetaRLCLI(LightningCLI):
         )
 
 
-def check_accelerator(accelerator: Any) -> None:
-    """A GPU asked for on a machine that has none is refused in words, before Lightning's traceback."""
-    name = str(getattr(accelerator, "class_path", accelerator)).lower()
-    if name in ("gpu", "cuda") and not torch.cuda.is_available():
-        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
-        raise UserError(
-            f"--trainer.accelerator={name} was asked for, but torch sees no CUDA GPU here ({build}). Use "
-            f"--trainer.accelerator=cpu (or auto), or install a CUDA build of torch on a machine with a GPU."
-        )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--trainer.accelerator=mps was asked for, but this machine has no Apple GPU; use cpu or auto.")
-
-
-def set_torch_threads(threads: int | None) -> str:
-    """Give this process a safe number of torch threads; returns how many and why, for the start-up line."""
-    if threads is not None:
-        if threads <= 0:
-            raise UserError(f"--torch_threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # DDP's launcher would otherwise pick its own count
-        return f"torch threads {threads} (--torch_threads)"
-    if os.environ.get("OMP_NUM_THREADS"):
-        return f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS)"
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # DDP's launcher would otherwise pick its own count for every rank
-    return "torch threads 1 (default; --torch_threads=N for more)"
-
-
-def _remove_refused_run_dir(exc: UserError) -> None:
-    """A start that was refused leaves nothing behind: the run directory it had begun (config.yaml, a W&B stub)
-    goes. A run that stopped during training (TrainingDiverged) keeps everything it wrote."""
-    global _new_run_dir
-    run_dir, _new_run_dir = _new_run_dir, None
-    if run_dir is None or isinstance(exc, TrainingDiverged) or not os.path.isdir(run_dir):
-        return
-    if os.path.isdir(os.path.join(run_dir, "checkpoints")) and os.listdir(os.path.join(run_dir, "checkpoints")):
-        return  # never delete a checkpoint
-    _finish_wandb(2)  # close W&B's files before they are removed
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": -1,  # the environment-step budget ends the run (data.total_env_steps)
@@ -319,11 +245,9 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
-def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
+def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) -> MetaRLCLI:
     """Build (and by default run) the CLI; tests call this in-process."""
-    if not os.environ.get("WANDB_MODE") and not wandb_has_credentials():
-        os.environ["WANDB_MODE"] = "offline"  # works out of the box; `wandb sync` uploads later
-    os.environ.setdefault("WANDB_SILENT", "true")
+    default_wandb_mode()
     return MetaRLCLI(
         MetaRLModule,
         RolloutDataModule,
@@ -334,29 +258,21 @@ def cli(args: ArgsType = None, run: bool = True) -> MetaRLCLI:
         save_config_kwargs={"overwrite": True, "save_to_log_dir": False},  # SaveConfigToRun writes it
         parser_kwargs={"parser_mode": "omegaconf"},
         auto_configure_optimizers=False,
+        run_dir=run_dir,
     )
 
 
 def main(args: ArgsType = None) -> None:
     """Console entry point: user errors become one paragraph on stderr and exit status 2."""
-    global _new_run_dir
-    _new_run_dir = None  # only a directory this call begins may be removed
+    run_dir = RunDir()  # only a directory this call begins may be removed
     code = 1  # an unexpected exception, until cli() returns
     try:
-        cli(args)
+        cli(args, run_dir=run_dir)
         code = 0
     except UserError as exc:
         print(f"lightning-meta-rl: error: {exc}", file=sys.stderr)
         code = 2
-        _remove_refused_run_dir(exc)
+        run_dir.remove_if_refused(exc, before_removal=lambda: finish_wandb(2))  # W&B's files closed first
         sys.exit(2)
     finally:
-        _finish_wandb(code)
-
-
-def _finish_wandb(exit_code: int = 0) -> None:
-    """Close the W&B run (Lightning does not), so the offline directory is complete; W&B marks a run with
-    a non-zero exit code as failed."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=exit_code)
+        finish_wandb(code)

@@ -26,29 +26,31 @@ class WandbLogger(_LightningWandbLogger):
     """
 
     _warned = False
+    _run: Any = None  # the run once started (Lightning keeps its own reference too)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Lightning always passes `anonymous` to wandb.init; W&B >= 0.19 warns about the setting on every run
+        # Lightning always passes `anonymous` to wandb.init; W&B >= 0.19 warns about the setting on every run.
+        # The one private member the package touches (tests/test_errors.py fails if it goes away).
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return self._experiment
+        if self._run is not None:
+            return self._run
         try:
             run = super().experiment
         except Exception as exc:
             warnings.warn(f"W&B could not start ({exc}); logging offline instead", stacklevel=2)
-            os.environ["WANDB_MODE"] = "offline"
-            self._wandb_init["mode"] = "offline"
+            os.environ["WANDB_MODE"] = "offline"  # wandb.init reads it (unless a mode was passed explicitly)
             run = super().experiment
         define = getattr(run, "define_metric", None)
         if define is not None:
             define(STEP_METRIC)
             define("*", step_metric=STEP_METRIC, step_sync=True)
+        self._run = run
         return run
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:

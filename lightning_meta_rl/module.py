@@ -186,7 +186,7 @@ class MetaRLModule(L.LightningModule):
         segments = [d0] if cfg.samples == 1 else [d0.environment(i, cfg.samples) for i in range(cfg.samples)]
         # measured before the student changes: the rollouts below may end the run, so whether this
         # iteration's metrics are written is not known yet
-        gap = action_gap(d0, self.student.actor, data.normalizer)
+        gap = self._action_gap(data, d0)
         # 2. look-ahead students pi'_k = DDPG(pi, D0_k), trained by the same update as the student
         actors, look_metrics = self.lookahead(data, segments)
         d1s: list[Rollout] = []
@@ -240,9 +240,7 @@ class MetaRLModule(L.LightningModule):
         )
         gap = {}  # a diagnostic for the loggers: D0 is this iteration's only rollout, so we know if it is written
         if self._metrics_written(last=data.budget_spent):
-            gap["explore/action_gap"] = action_gap(
-                d0, self.student.actor, data.normalizer
-            )  # before the student changes
+            gap["explore/action_gap"] = self._action_gap(data, d0)  # before the student changes
         data.add(d0)
         self.last_iteration = IterationRecord(start, data.env_steps, d0)
         return {**self.student_updates(data), **self._progress(data, d0), **gap}
@@ -327,6 +325,9 @@ class MetaRLModule(L.LightningModule):
         self.data.add(rollout)
         return rollout
 
+    def _action_gap(self, data: RolloutEngine, d0: Rollout) -> float:
+        return action_gap(d0, self.student.actor, data.normalizer)  # before the student changes
+
     def _progress(self, data: RolloutEngine, d0: Rollout) -> dict[str, float]:
         out = {"env_steps": float(data.env_steps)}
         if d0.episode_returns:
@@ -371,11 +372,18 @@ class MetaRLModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("meta_rl") is None:
             return
-        state = upgrade_module_state(own_rank(self.trainer, checkpoint["meta_rl"]), checkpoint)
+        state = upgrade_module_state(own_rank(self._attached_trainer(), checkpoint["meta_rl"]), checkpoint)
         for name, part in self._parts().items():
             part.load_state_dict(state[name])
         self.r_pi, self.iteration, self.teacher_steps = state["r_pi"], state["iteration"], state["teacher_steps"]
         self.exploration.load_extra_state(state["exploration"])
+
+    def _attached_trainer(self) -> Any:
+        """The trainer, or None where the module is loaded outside one (``load_from_checkpoint``)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def _parts(self) -> dict[str, Any]:
         """The parts whose state a checkpoint holds, each saving and loading its own."""

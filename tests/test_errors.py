@@ -248,8 +248,10 @@ def test_max_steps_is_refused_with_a_pointer_to_the_env_step_budget(tmp_path: Pa
 
 
 def test_a_refused_start_removes_the_run_directory_it_began(tmp_path: Path) -> None:
-    from lightning_meta_rl import cli as cli_module
     from lightning_meta_rl.errors import ConfigError, TrainingDiverged
+    from lightning_meta_rl.rundir import RunDir
+
+    run_dir = RunDir()
 
     def begun(name: str, checkpoint: bool = False) -> Path:
         d = tmp_path / name
@@ -258,17 +260,17 @@ def test_a_refused_start_removes_the_run_directory_it_began(tmp_path: Path) -> N
         if checkpoint:
             (d / "checkpoints").mkdir()
             (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
-        cli_module._new_run_dir = str(d)
+        run_dir.begun = str(d)
         return d
 
     refused = begun("refused")
-    cli_module._remove_refused_run_dir(ConfigError("bad"))
+    run_dir.remove_if_refused(ConfigError("bad"))
     assert not refused.exists()
     diverged = begun("diverged")
-    cli_module._remove_refused_run_dir(TrainingDiverged("nan"))
+    run_dir.remove_if_refused(TrainingDiverged("nan"))
     assert (diverged / "config.yaml").exists()  # a run that trained keeps what it wrote
     kept = begun("kept", checkpoint=True)
-    cli_module._remove_refused_run_dir(ConfigError("bad"))
+    run_dir.remove_if_refused(ConfigError("bad"))
     assert (kept / "checkpoints" / "last.ckpt").exists()  # a checkpoint is never deleted
 
 
@@ -288,7 +290,7 @@ def test_a_refused_call_never_removes_the_directory_of_an_earlier_successful_run
 
 
 def test_the_thread_count_is_exported_for_ddp_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_meta_rl.cli import set_torch_threads
+    from lightning_meta_rl.runtime import set_torch_threads
 
     monkeypatch.setenv("OMP_NUM_THREADS", "")  # restored after the test, whatever set_torch_threads writes
     monkeypatch.delenv("OMP_NUM_THREADS")

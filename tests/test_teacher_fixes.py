@@ -20,6 +20,7 @@ from lightning_meta_rl.cli import cli
 from lightning_meta_rl.config import VARIANCE_STD_LR, TeacherConfig
 from lightning_meta_rl.errors import ConfigError
 from lightning_meta_rl.exploration import ExplorationPolicy, MetaStateTeacher, MetaTeacher
+from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Rollout
@@ -309,14 +310,14 @@ def test_teacher_steps_and_snr_of_the_raw_meta_reward(tmp_path: Path) -> None:
 
 
 def test_snr_is_nan_until_the_meta_reward_has_a_spread() -> None:
-    model = MetaRLModule(3, 1, [-2.0], [2.0])
-    assert math.isnan(model._meta_reward_snr())
-    model._track_meta_reward(2.0)
-    assert math.isnan(model._meta_reward_snr())
-    model._track_meta_reward(2.0)
-    assert math.isnan(model._meta_reward_snr())
-    model._track_meta_reward(5.0)
-    assert model._meta_reward_snr() == pytest.approx(3.0 / math.sqrt(3.0))
+    stats = MetaRewardStats()
+    assert math.isnan(stats.snr())
+    stats.advantages([2.0])
+    assert math.isnan(stats.snr())
+    stats.advantages([2.0])
+    assert math.isnan(stats.snr())
+    stats.advantages([5.0])
+    assert stats.snr() == pytest.approx(3.0 / math.sqrt(3.0))
 
 
 def run_cli(*args: str) -> Any:

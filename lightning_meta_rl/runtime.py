@@ -1,0 +1,74 @@
+"""Process set-up for a run: torch threads, denormal flushing, the accelerator asked for, and W&B's mode and
+closing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_meta_rl.errors import UserError
+
+
+def wandb_has_credentials() -> bool:
+    """True when W&B could log online: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def default_wandb_mode() -> None:
+    """W&B works out of the box: offline without credentials (``wandb sync`` uploads later), and quiet."""
+    if not os.environ.get("WANDB_MODE") and not wandb_has_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run (Lightning does not), so the offline directory is complete; W&B marks a run with
+    a non-zero exit code as failed."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """A GPU asked for on a machine that has none is refused in words, before Lightning's traceback."""
+    name = str(getattr(accelerator, "class_path", accelerator)).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+        raise UserError(
+            f"--trainer.accelerator={name} was asked for, but torch sees no CUDA GPU here ({build}). Use "
+            f"--trainer.accelerator=cpu (or auto), or install a CUDA build of torch on a machine with a GPU."
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--trainer.accelerator=mps was asked for, but this machine has no Apple GPU; use cpu or auto.")
+
+
+def set_torch_threads(threads: int | None) -> str:
+    """Give this process a safe number of torch threads; returns how many and why, for the start-up line."""
+    if threads is not None:
+        if threads <= 0:
+            raise UserError(f"--torch_threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # DDP's launcher would otherwise pick its own count
+        return f"torch threads {threads} (--torch_threads)"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS)"
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # DDP's launcher would otherwise pick its own count for every rank
+    return "torch threads 1 (default; --torch_threads=N for more)"
+
+
+def set_flush_denormal(flush: bool) -> str:
+    """The main thread's flag (x86 FTZ/DAZ): with one torch thread every CPU kernel runs there. Returns a note
+    for the start-up line."""
+    flushed = torch.set_flush_denormal(flush)
+    return "; denormals flushed to zero" if flush and flushed else ""
