@@ -182,3 +182,19 @@ class MetaConfig:
             raise ConfigError(f"model.meta.lookahead_updates must be >= 0, got {self.lookahead_updates}")
         if not 0 <= self.stat_momentum < 1:
             raise ConfigError(f"model.meta.stat_momentum must be in [0, 1), got {self.stat_momentum}")
+
+
+def check_with_data(student: StudentConfig, meta: MetaConfig | None, buffer_size: int, num_envs: int) -> None:
+    """Settings that only conflict across the model and the data (``meta``: the Meta arm's, None for DDPG)."""
+    if buffer_size < student.batch_size:
+        raise ConfigError(
+            f"model.student.batch_size ({student.batch_size}) is larger than data.buffer_size ({buffer_size}); "
+            f"a minibatch must fit in the replay buffer."
+        )
+    k = 1 if meta is None else meta.samples
+    if k > 1 and num_envs != k:
+        raise ConfigError(
+            f"model.meta.samples={k} takes its {k} D0 segments from {k} training environments stepped together, "
+            f"one segment each (so that no segment starts where another left off); set data.num_envs={k} "
+            f"(got {num_envs})."
+        )

@@ -91,6 +91,13 @@ class Evaluation:
         self.history.record(row)
         self.next_at = (env_steps // eval_every + 1) * eval_every
 
+    @staticmethod
+    def publish(loggers: list[Any], metrics: dict[str, float], step: int) -> None:
+        """Every evaluation reaches the loggers at once (not at Lightning's logging cadence)."""
+        for logger in loggers:
+            logger.log_metrics(metrics, step=step)
+            logger.save()
+
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history.state_dict(), "next_eval": self.next_at}
 

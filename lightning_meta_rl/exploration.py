@@ -18,6 +18,7 @@ from torch import nn
 
 from lightning_meta_rl.config import TeacherConfig
 from lightning_meta_rl.learner import make_adam
+from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.networks import ActionScale, Actor, GaussianHead, Student
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.types import Rollout
@@ -125,6 +126,17 @@ class LearnedTeacher(Exploration):
 
     def log_prob(self, context: torch.Tensor, raw_action: torch.Tensor) -> torch.Tensor:
         return self.head.log_prob(context, raw_action)
+
+    def meta_loss(
+        self, segments: list[Rollout], advantages: list[float], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The meta-policy gradient's loss over K D0 segments: segment k's mean log pi_e(a|s) weighted by its
+        advantage, averaged over segments (slides eq. 2). Returns it with the log-probabilities and contexts."""
+        context = torch.cat([s.context for s in segments if s.context is not None]).to(device)
+        log_prob = self.log_prob(context, torch.cat([s.raw_action for s in segments]).to(device))
+        per_segment = torch.split(log_prob, [len(s) for s in segments])
+        loss = torch.stack([teacher_loss(lp, a) for lp, a in zip(per_segment, advantages, strict=True)]).mean()
+        return loss, log_prob, context
 
     def make_optimizer(self, lr: float, log_std_lr: float) -> torch.optim.Adam:
         """Adam over the teacher's parameters; the log-std gets its own learning rate where it differs."""

@@ -14,6 +14,7 @@ what varies between iterations is the policies' difference, not the start states
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 from torch import nn
@@ -60,6 +61,16 @@ class MetaRewardStats:
             self.mean += (1 - self.momentum) * delta
             self.var = self.momentum * self.var + (1 - self.momentum) * delta * delta
         return shaped
+
+    def metrics(self, meta_rewards: list[float], advantages: list[float]) -> dict[str, float]:
+        """The iteration's statistics of m: the running snr, and the shaped m (one sample) or the spread of the
+        K meta-rewards, which is what the leave-one-out advantages are made of."""
+        out = {"meta/snr": self.snr()}
+        if len(meta_rewards) == 1:
+            out["teacher/shaped_reward"] = advantages[0]
+        else:
+            out["meta/reward_spread"] = statistics.pstdev(meta_rewards)
+        return out
 
     def snr(self) -> float:
         """Running mean / running std of the raw meta-reward (NaN until two values with a spread exist)."""

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 from typing import Any
 
 import lightning as L
 import torch
 
 from lightning_meta_rl.checkpoint import upgrade_module_state
-from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
+from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig, check_with_data
 from lightning_meta_rl.divergence import check_losses, check_parameters
-from lightning_meta_rl.errors import ConfigError
 from lightning_meta_rl.evaluation import Evaluation
 from lightning_meta_rl.exploration import (
     DeterministicPolicy,
@@ -24,12 +22,11 @@ from lightning_meta_rl.exploration import (
     action_gap,
     build_exploration,
 )
-from lightning_meta_rl.learner import Learner, average_across, make_adam
-from lightning_meta_rl.losses import teacher_loss
+from lightning_meta_rl.learner import Learner, Reduce, average_across, make_adam
 from lightning_meta_rl.meta_reward import MetaRewardStats, critic_improvement
 from lightning_meta_rl.networks import ActionScale, Actor, Student
-from lightning_meta_rl.ranks import gather_per_rank, own_rank
-from lightning_meta_rl.schedule import UpdateCredit
+from lightning_meta_rl.ranks import attached_trainer, gather_per_rank, own_rank
+from lightning_meta_rl.schedule import LogCadence, UpdateCredit
 from lightning_meta_rl.types import Batch, IterationRecord, Rollout, RolloutEngine
 
 __all__ = ["MetaConfig", "MetaRLModule", "StudentConfig", "TeacherConfig"]
@@ -64,8 +61,6 @@ class MetaRLModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if not utd_ratio > 0:
-            raise ConfigError(f"model.utd_ratio must be positive, got {utd_ratio}")
         if len(action_low) != act_dim or len(action_high) != act_dim:
             raise ValueError(f"action bounds have {len(action_low)}/{len(action_high)} entries, expected {act_dim}")
         self.save_hyperparameters()
@@ -82,8 +77,8 @@ class MetaRLModule(L.LightningModule):
         self.iteration = 0  # iterations run (the one under way included)
         self.teacher_steps = 0  # optimizer steps the teacher has taken (stays 0 for a frozen teacher)
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
-        self._iteration_metrics: dict[str, float] = {}  # the last iteration's, logged in on_train_batch_end
-        self._logged_keys: set[str] = set()
+        self.cadence = LogCadence()  # which iterations' metrics reach the loggers
+        self._reduce: Reduce | None = None  # set when training starts: gradient averaging across processes
 
     @property
     def is_meta(self) -> bool:
@@ -119,21 +114,11 @@ class MetaRLModule(L.LightningModule):
 
     def check_data(self, data: RolloutEngine) -> None:
         """Reject settings that only conflict across the model and the data (the CLI asks before any output)."""
-        if data.buffer_size < self.student_cfg.batch_size:
-            raise ConfigError(
-                f"model.student.batch_size ({self.student_cfg.batch_size}) is larger than data.buffer_size "
-                f"({data.buffer_size}); a minibatch must fit in the replay buffer."
-            )
-        k = self.meta_cfg.samples
-        if self.is_meta and k > 1 and data.num_envs != k:
-            raise ConfigError(
-                f"model.meta.samples={k} takes its {k} D0 segments from {k} training environments stepped together, "
-                f"one segment each (so that no segment starts where another left off); set data.num_envs={k} "
-                f"(got {data.num_envs})."
-            )
+        check_with_data(self.student_cfg, self.meta_cfg if self.is_meta else None, data.buffer_size, data.num_envs)
 
     def on_train_start(self) -> None:
         data = self.data
+        self._reduce = average_across(self.trainer.strategy, self.trainer.world_size)  # DDP: averaged gradients
         data.restore_pending_state()
         path = os.path.join(self.trainer.default_root_dir, "metrics.csv") if self.trainer.is_global_zero else None
         self.evaluation.start(path, data.env_steps, data.eval_every)
@@ -151,7 +136,7 @@ class MetaRLModule(L.LightningModule):
         self.iteration += 1
         metrics = self.meta_iteration(data) if self.is_meta else self.ddpg_iteration(data)
         check_losses(metrics, self.iteration, data.env_steps)
-        self._iteration_metrics = metrics
+        self.cadence.pending = metrics
         # every rank stops together, as soon as one has spent its budget (DDP needs the same step count)
         stop = self.trainer.strategy.reduce_boolean_decision(data.budget_spent, all=False)
         if stop:
@@ -160,20 +145,13 @@ class MetaRLModule(L.LightningModule):
             self.evaluate_and_record(data)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # A log_dict call costs milliseconds, so it is made only for the iterations whose metrics Lightning
-        # writes. This hook runs after every callback's (a Timer may have set should_stop there).
-        if self._metrics_written(self.trainer.should_stop) and self._iteration_metrics:
-            # Lightning writes a key's last value again on steps that do not log it: a metric not measured
-            # this iteration (no episode ended in D0, no update, no action gap) is written as NaN instead
-            metrics = dict.fromkeys(self._logged_keys, math.nan) | self._iteration_metrics
-            self._logged_keys.update(metrics)
-            self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
+        # after every callback's hook (a Timer may have set should_stop there); log_dict costs milliseconds,
+        # so it is called only for the iterations whose metrics Lightning writes
+        if self._metrics_written(self.trainer.should_stop) and self.cadence.pending:
+            self.log_dict(self.cadence.take(), on_step=True, prog_bar=False, batch_size=1)
 
     def _metrics_written(self, last: bool) -> bool:
-        """Whether this iteration's metrics reach the loggers: Lightning writes step metrics every
-        ``log_every_n_steps`` iterations and on the last one."""
-        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]
-        return every > 0 and (self.iteration % every == 0 or last)
+        return self.cadence.written(self.iteration, self.trainer.log_every_n_steps, last)  # type: ignore[attr-defined]
 
     def meta_iteration(self, data: RolloutEngine) -> dict[str, float]:
         """Algorithm 1, one iteration, with K = ``meta.samples`` teacher samples (K = 1: the paper's method;
@@ -253,13 +231,7 @@ class MetaRLModule(L.LightningModule):
         n, size = self.meta_cfg.lookahead_updates, self.student_cfg.batch_size
         if self.meta_cfg.lookahead == "inplace":
             batches = (data.sample_rollout(segments[0], size, self.device) for _ in range(n))
-            metrics = self.learner.update(
-                self.student,
-                actor_opt,
-                critic_opt,
-                batches,
-                average_across(self.trainer.strategy, self.trainer.world_size),
-            )
+            metrics = self.learner.update(self.student, actor_opt, critic_opt, batches, self._reduce)
             actors = [self.student.actor]
         elif len(segments) == 1:
             batches = (data.sample_rollout(segments[0], size, self.device) for _ in range(n))
@@ -277,29 +249,20 @@ class MetaRLModule(L.LightningModule):
         computes the same loss and diagnostics but takes no step.
         """
         advantages = self.meta_stats.advantages(meta_rewards)
-        context = torch.cat([s.context for s in segments if s.context is not None]).to(self.device)
-        raw_action = torch.cat([s.raw_action for s in segments]).to(self.device)
-        log_prob = self.teacher.log_prob(context, raw_action)
-        per_segment = torch.split(log_prob, [len(s) for s in segments])
-        loss = torch.stack([teacher_loss(lp, a) for lp, a in zip(per_segment, advantages, strict=True)]).mean()
+        loss, log_prob, context = self.teacher.meta_loss(segments, advantages, self.device)
         if not self.teacher_cfg.frozen:
             opt = self.optimizers()[2]  # type: ignore[index]
             opt.zero_grad()
             self.manual_backward(loss)
             opt.step()
             self.teacher_steps += 1
-        metrics = {
+        return {
             "teacher/loss": float(loss.detach()),
             "teacher/log_prob": float(log_prob.detach().mean()),
             "teacher/steps": float(self.teacher_steps),
             **self.teacher.diagnostics(context),  # the teacher as it will act in the next D0, on this D0's states
-            "meta/snr": self.meta_stats.snr(),
+            **self.meta_stats.metrics(meta_rewards, advantages),
         }
-        if len(meta_rewards) == 1:
-            metrics["teacher/shaped_reward"] = advantages[0]
-        else:  # the spread of the K meta-rewards is what the leave-one-out advantages are made of
-            metrics["meta/reward_spread"] = statistics.pstdev(meta_rewards)
-        return metrics
 
     def student_updates(self, data: RolloutEngine) -> dict[str, float]:
         """utd_ratio updates per environment step collected since the last call (same rule in both arms)."""
@@ -309,9 +272,7 @@ class MetaRLModule(L.LightningModule):
         self.credit.spend(n)
         actor_opt, critic_opt = self._student_optimizers()
         batches = (data.sample(self.student_cfg.batch_size, self.device) for _ in range(n))
-        metrics = self.learner.update(
-            self.student, actor_opt, critic_opt, batches, average_across(self.trainer.strategy, self.trainer.world_size)
-        )
+        metrics = self.learner.update(self.student, actor_opt, critic_opt, batches, self._reduce)
         return {f"student/{k}": v for k, v in metrics.items()} | {"student/updates": float(n)}
 
     def _student_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -345,9 +306,7 @@ class MetaRLModule(L.LightningModule):
         # callback_metrics (progress bar, checkpoint monitors) get it through self.log; the loggers get it
         # directly, because Lightning writes only every log_every_n_steps iterations and would drop it
         self.log_dict(metrics, batch_size=1, prog_bar=True, logger=False)
-        for logger in self.loggers:
-            logger.log_metrics({**metrics, "env_steps": float(data.env_steps)}, step=self.iteration - 1)
-            logger.save()
+        self.evaluation.publish(self.loggers, metrics | {"env_steps": float(data.env_steps)}, step=self.iteration - 1)
         return ret
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
@@ -357,10 +316,8 @@ class MetaRLModule(L.LightningModule):
         self.log("test/return", self.data.evaluate(DeterministicPolicy(self.student.actor)).mean_return, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
-    def on_train_end(self) -> None:
-        check_parameters(
-            self, self.iteration, self.data.env_steps
-        )  # the final weights, also when no checkpoint is written
+    def on_train_end(self) -> None:  # the final weights, also when no checkpoint is written
+        check_parameters(self, self.iteration, self.data.env_steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_parameters(self, self.iteration, self.data.env_steps)  # a checkpoint never holds NaN or inf weights
@@ -372,18 +329,11 @@ class MetaRLModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("meta_rl") is None:
             return
-        state = upgrade_module_state(own_rank(self._attached_trainer(), checkpoint["meta_rl"]), checkpoint)
+        state = upgrade_module_state(own_rank(attached_trainer(self), checkpoint["meta_rl"]), checkpoint)
         for name, part in self._parts().items():
             part.load_state_dict(state[name])
         self.r_pi, self.iteration, self.teacher_steps = state["r_pi"], state["iteration"], state["teacher_steps"]
         self.exploration.load_extra_state(state["exploration"])
-
-    def _attached_trainer(self) -> Any:
-        """The trainer, or None where the module is loaded outside one (``load_from_checkpoint``)."""
-        try:
-            return self.trainer
-        except RuntimeError:
-            return None
 
     def _parts(self) -> dict[str, Any]:
         """The parts whose state a checkpoint holds, each saving and loading its own."""

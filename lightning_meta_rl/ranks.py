@@ -35,3 +35,11 @@ def own_rank(trainer: L.Trainer | None, state: dict[str, Any]) -> dict[str, Any]
         f"process owns its environments and replay buffer, so resume with the same --trainer.devices and "
         f"--trainer.num_nodes."
     )
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The module's trainer, or None where it is used outside one (``load_from_checkpoint``)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
