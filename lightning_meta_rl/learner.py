@@ -36,7 +36,7 @@ Params = dict[str, torch.Tensor]
 # a loss of a network (called as given: the module itself, or a functional view of it) and its parameters:
 # returns the loss ([] or [M], one per member) and one auxiliary tensor
 LossOf = Callable[[Callable[..., torch.Tensor], Params], tuple[torch.Tensor, torch.Tensor]]
-Gradients = Callable[[LossOf, nn.Module, Params], tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]
+Gradients = Callable[..., tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]
 Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
@@ -150,15 +150,28 @@ def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], state: Adam
 
 
 # ---------------------------------------------------------------------------- gradients, two ways
-def autograd_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
-    """Gradients of the members' summed loss with respect to ``params`` (the module's own), by autograd."""
-    loss, aux = loss_of(net, params)
-    return list(torch.autograd.grad(loss.sum(), list(params.values()))), loss.detach(), aux
+def autograd_gradients(
+    loss_of: LossOf, net: nn.Module, params: Params, frozen: nn.Module | None = None
+) -> tuple[list[torch.Tensor], Any, Any]:
+    """Gradients of the members' summed loss with respect to ``params`` (the module's own), by autograd.
+    ``frozen``: a network the loss goes through but that is not trained by it (its parameters then record
+    no graph)."""
+    if frozen is not None:
+        frozen.requires_grad_(False)
+    try:
+        loss, aux = loss_of(net, params)
+        return list(torch.autograd.grad(loss.sum(), list(params.values()))), loss.detach(), aux
+    finally:
+        if frozen is not None:
+            frozen.requires_grad_(True)
 
 
-def functional_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
+def functional_gradients(
+    loss_of: LossOf, net: nn.Module, params: Params, frozen: nn.Module | None = None
+) -> tuple[list[torch.Tensor], Any, Any]:
     """The same gradients by ``torch.func.grad_and_value`` over ``functional_call``: what ``torch.compile``
-    traces into one graph (it also works under ``torch.no_grad``, where the compiled update runs)."""
+    traces into one graph (it also works under ``torch.no_grad``, where the compiled update runs; there no
+    network but ``net`` records a graph, so ``frozen`` needs nothing)."""
 
     def total(p: Params) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         loss, aux = loss_of(lambda *x: functional_call(net, p, x), p)
@@ -200,7 +213,7 @@ def ddpg_step(
         return loss, loss
 
     actor_params: Params = dict(student.actor.named_parameters())
-    grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params)
+    grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params, student.critic)
     adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam)
 
     polyak_update(student.actor_target, student.actor, tau)

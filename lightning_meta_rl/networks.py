@@ -1,10 +1,10 @@
 """Actor, critic and teacher networks, built from plain integers and bounds (no gymnasium here).
 
-The student's networks can hold M members at once: every parameter then has a leading member dimension
-``[M, ...]`` (``Student.stacked``) and every input ``[M, B, ...]``, and each layer runs member m on its own
-inputs with member m's parameters (batched matrix products, in the style of CORL's ``VectorizedLinear``).
-The same modules, the same forward code: a look-ahead ensemble or a population is these networks with a
-member dimension, not a second implementation of them.
+The student's networks can hold M members at once (``Student.stacked``): every parameter then has a
+leading member dimension ``[M, ...]`` and every input ``[M, B, ...]``, and each layer with parameters runs
+member m on its own inputs with member m's parameters (batched matrix products, in the style of CORL's
+``VectorizedLinear``). Only those layers have a member form; the Actor's and Critic's forward are the same
+code for one student, a look-ahead ensemble or a population.
 """
 
 from __future__ import annotations
@@ -19,23 +19,23 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` that also runs stacked members: weight [M, out, in], bias [M, out], input [M, B, in]."""
+class MemberLinear(nn.Linear):
+    """A linear layer of stacked members: weight [M, out, in], bias [M, out], input [M, B, in]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.dim() == 2:
-            return F.linear(x, self.weight, self.bias)
         return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
 
 
-class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` that also runs stacked members: weight and bias [M, d], input [M, B, d]."""
+class MemberLayerNorm(nn.LayerNorm):
+    """A LayerNorm of stacked members: weight and bias [M, d], input [M, B, d]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.dim() == 1:
-            return super().forward(x)
         x = F.layer_norm(x, self.normalized_shape, eps=self.eps)
         return torch.addcmul(self.bias.unsqueeze(-2), x, self.weight.unsqueeze(-2))
+
+
+# the member form of each layer with parameters (layers without parameters run members as they are)
+MEMBER_FORM: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: MemberLinear, nn.LayerNorm: MemberLayerNorm}
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> nn.Sequential:
@@ -43,12 +43,12 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> n
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers.append(Linear(width, h))
+        layers.append(nn.Linear(width, h))
         if layer_norm:
-            layers.append(LayerNorm(h))
+            layers.append(nn.LayerNorm(h))
         layers.append(nn.ReLU())
         width = h
-    layers.append(Linear(width, out_dim))
+    layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -127,7 +127,7 @@ class Critic(nn.Module):
             raise ValueError(f"the critic needs at least two hidden layers, got {list(hidden)}")
         act_dim = scale.low.numel()
         self.first = mlp(obs_dim, [], hidden[0], layer_norm=False)
-        self.first_norm: nn.Module = LayerNorm(hidden[0]) if layer_norm else nn.Identity()
+        self.first_norm: nn.Module = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
         self.rest = mlp(hidden[0] + act_dim, hidden[1:], 1, layer_norm)
         self.scale = scale
 
@@ -162,6 +162,10 @@ class Student(nn.Module):
         """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``."""
         out = copy.deepcopy(self)
         for module in out.modules():
+            if type(module) in MEMBER_FORM:  # the same layer, run member by member (its state is unchanged)
+                module.__class__ = MEMBER_FORM[type(module)]
+            elif any(True for _ in module.parameters(recurse=False)):
+                raise TypeError(f"no member form for the layer {type(module).__name__}")
             for name, p in list(module.named_parameters(recurse=False)):
                 stacked = p.detach().unsqueeze(0).repeat(members, *[1] * p.dim())
                 setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
