@@ -30,6 +30,13 @@ COMMON = ["--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false"
 FITS = {
     "hopper_ddpg": ["--config", "conf/hopper_ddpg.yaml", "--data.total_env_steps=4000", "--data.eval_every=1000"],
     "hopper_meta": ["--config", "conf/hopper.yaml", "--data.total_env_steps=6000", "--data.eval_every=1000"],
+    "hopper_meta_eager": [
+        "--config",
+        "conf/hopper.yaml",
+        "--model.compile=false",
+        "--data.total_env_steps=6000",
+        "--data.eval_every=1000",
+    ],
     "pendulum_ou": [
         "--config",
         "conf/pendulum_ddpg.yaml",
