@@ -43,6 +43,23 @@ class EnvStepCheckpoint(Checkpoint):
         if self.dirpath is None:
             self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:  # known once Lightning has restored (or not) a checkpoint
+            self._refuse_earlier_run(trainer)
+
+    def _refuse_earlier_run(self, trainer: L.Trainer) -> None:
+        """A new fit (no ``ckpt_path``) never overwrites the checkpoint of an earlier run in the same place; the
+        CLI refuses a non-empty run directory before this, code that builds its own Trainer is refused here."""
+        assert self.dirpath is not None
+        path = os.path.join(self.dirpath, self.FILENAME)
+        found = trainer.strategy.broadcast(os.path.exists(path) if trainer.is_global_zero else False)
+        if found:
+            raise UserError(
+                f"'{path}' holds the checkpoint of an earlier run; a new run never overwrites one. Choose another "
+                f"default_root_dir (or EnvStepCheckpoint dirpath), delete that run, or resume it by passing "
+                f"ckpt_path='{path}' to trainer.fit."
+            )
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         dm = trainer.datamodule  # type: ignore[attr-defined]
         every = self.every_env_steps or dm.eval_every

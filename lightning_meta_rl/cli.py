@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import signal
 import sys
+import traceback
 from typing import Any
 
 import yaml
@@ -26,8 +29,11 @@ from lightning_meta_rl.checkpoint import (
     space_mismatches,
 )
 from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.envs import probe
 from lightning_meta_rl.errors import UserError
+from lightning_meta_rl.logger import previous_run_id
 from lightning_meta_rl.module import MetaRLModule
+from lightning_meta_rl.preemption import GracefulStop
 from lightning_meta_rl.rundir import RUN_DIR_ENV, RunDir
 from lightning_meta_rl.runtime import (
     check_accelerator,
@@ -39,6 +45,9 @@ from lightning_meta_rl.runtime import (
 )
 
 __all__ = ["RUN_DIR_ENV", "MetaRLCLI", "cli", "main", "wandb_has_credentials"]
+
+EXIT_REFUSED = 2  # a UserError: refused at start (nothing left behind) or stopped with a message
+EXIT_SIGNAL_BASE = 128  # stopped by signal N with a checkpoint saved: 128 + N, as a shell reports a signal
 
 
 def _int_seed(seed: int | bool | None) -> int:
@@ -70,6 +79,9 @@ class MetaRLCLI(LightningCLI):
         self.run_dir = run_dir or RunDir()
         self._checkpoint: dict[str, Any] | None = None
         self._checkpoint_path = ""
+        given = kwargs.get("args")
+        self.argv = [str(a) for a in given] if isinstance(given, list) else sys.argv[1:]  # for the resume line
+        self.stopped_by: int | None = None  # the signal that stopped training, if one did
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -102,6 +114,13 @@ class MetaRLCLI(LightningCLI):
             "started with changes mid-run. It covers the main thread, where every kernel runs with one torch "
             "thread; with --torch_threads above 1, worker threads may keep IEEE. false keeps IEEE denormals.",
         )
+        parser.add_argument(
+            "--traceback",
+            type=bool,
+            default=False,
+            help="On an error that stops the run (a refused setting, an environment that raised), print the full "
+            "traceback after the one-paragraph message.",
+        )
         parser.link_arguments("seed_everything", "data.seed", apply_on="parse", compute_fn=_int_seed)
 
     def before_instantiate_classes(self) -> None:
@@ -128,6 +147,10 @@ class MetaRLCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = run_dir
+        wandb = "wandb" in str(getattr(logger, "class_path", "")).lower()
+        resumed = self.subcommand == "fit" and self._checkpoint is not None
+        if wandb and resumed and init_args is not None and init_args.get("id") is None:
+            init_args.id = previous_run_id(init_args.save_dir or run_dir)  # one training, one W&B run
 
     def instantiate_classes(self) -> None:
         try:
@@ -154,8 +177,14 @@ class MetaRLCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        _refuse_unknown_empty_sections(config)
         ckpt_path = config.get("ckpt_path")
         path = None if ckpt_path is None else resolve_ckpt_path(str(ckpt_path), config.get("run_dir"))
+        if path is None and str(ckpt_path) == "last" and config.get("run_dir") is None:
+            raise UserError(
+                "--ckpt_path last names the checkpoint of the run given by --run_dir, and no --run_dir was given. "
+                "Add the run's --run_dir (the same one it was started with), or give the checkpoint file's path."
+            )
         if path is None and str(ckpt_path) == "last" and subcommand != "fit":
             raise UserError(
                 f"--ckpt_path last: there is no checkpoint at {config.get('run_dir')}/checkpoints/last.ckpt to "
@@ -167,10 +196,32 @@ class MetaRLCLI(LightningCLI):
             diff = mismatches(self._checkpoint, config.data.env_id, config.model)
             if subcommand == "fit":  # resuming continues the same run: every difference is refused
                 self._refuse_mismatch(path, diff)
+                self._stop_if_complete(path, config.data)
             else:  # validate / test build the checkpoint's networks; only another environment cannot work
                 self._refuse_mismatch(path, [d for d in diff if d.startswith("environment")])
                 if diff:
                     print(f"lightning-meta-rl: using the checkpoint's settings ({'; '.join(diff)})", flush=True)
+
+    def _stop_if_complete(self, path: str, data: Any) -> None:
+        """A requeued job that resumes a finished run changes nothing: one line, exit status 0, before any file
+        is touched. A larger --data.total_env_steps than the run reached extends it."""
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
+        state = checkpoint.get("RolloutDataModule") or {}
+        per_rank = state.get("per_rank") or [state]
+        reached = min(int(s.get("env_steps", 0)) for s in per_rank)
+        total_env_steps = data.total_env_steps
+        if reached >= total_env_steps:
+            # settings that do not fit are refused as for any resume (before_fit checks them for a run that goes on)
+            spec = probe(data.env_id, data.env_kwargs)
+            diff = space_mismatches(checkpoint, data.env_id, spec.obs_dim, spec.act_dim)
+            self._refuse_mismatch(path, diff + data_mismatches(checkpoint, data, len(per_rank)))
+            print(
+                f"lightning-meta-rl: the run is already complete ({reached} of --data.total_env_steps="
+                f"{total_env_steps} env steps in {path}); nothing to do. A larger --data.total_env_steps extends it.",
+                flush=True,
+            )
+            raise SystemExit(0)
 
     def _check_spaces(self) -> None:
         """The checkpoint's observation and action sizes against the environment's (known once it exists), and
@@ -219,6 +270,13 @@ class MetaRLCLI(LightningCLI):
 
     def after_fit(self) -> None:
         model, data = self.model, self.datamodule
+        stop = next((cb for cb in self.trainer.callbacks if isinstance(cb, GracefulStop)), None)  # type: ignore[attr-defined]
+        if stop is not None and stop.signal_received is not None:
+            self.stopped_by = stop.signal_received
+            if self.trainer.is_global_zero:
+                self._resume_line(stop)
+            return
+        self.run_dir.release()
         if not self.trainer.is_global_zero or not isinstance(model, MetaRLModule):
             return
         score = model.history.final_score()
@@ -231,6 +289,66 @@ class MetaRLCLI(LightningCLI):
             flush=True,
         )
 
+    def _resume_line(self, stop: GracefulStop) -> None:
+        """One line: which signal, where the run stopped, and the exact command that resumes it."""
+        run_dir = str(self.trainer.default_root_dir)
+        ckpt = next((cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, EnvStepCheckpoint)), None)
+        saved = f"checkpoint {ckpt.dirpath}/{ckpt.FILENAME} saved" if ckpt is not None else "no checkpoint (disabled)"
+        args = resume_args(self.argv, run_dir)
+        name = signal.Signals(stop.signal_received).name if stop.signal_received is not None else "a signal"
+        print(
+            f"lightning-meta-rl: stopped by {name} after {stop.env_steps} env steps; {saved}. Resume with: "
+            f"python -m lightning_meta_rl {shlex.join(args)}",
+            flush=True,
+        )
+
+
+def _empty_sections(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the empty mappings in a loaded YAML tree."""
+    if not isinstance(tree, dict):
+        return []
+    out: list[str] = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _empty_sections(value, name + ".") if value else [name]
+    return out
+
+
+def _refuse_unknown_empty_sections(config: Any) -> None:
+    """An empty section under a misspelt name (``model: {teacherr: {}}``) holds no option for the parser to
+    reject, so it would pass silently: each empty section of a --config file must name a known setting."""
+    for path in config.get("config") or []:
+        try:
+            tree = yaml.safe_load(path.get_content())
+        except (OSError, AttributeError, yaml.YAMLError):
+            continue
+        unknown = [key for key in _empty_sections(tree) if key not in config]
+        if unknown:
+            raise UserError(
+                f"Config file '{path}' has {'sections' if len(unknown) > 1 else 'a section'} that no setting has: "
+                f"{', '.join(unknown)} (empty, so nothing else flagged it). Check the spelling against "
+                f"--print_config, or remove it."
+            )
+
+
+def resume_args(argv: list[str], run_dir: str) -> list[str]:
+    """The command-line arguments that resume a run started with ``argv``: the same, with this ``--run_dir``
+    and ``--ckpt_path last``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--run_dir", "--ckpt_path"):
+            skip = True
+            continue
+        if arg.startswith(("--run_dir=", "--ckpt_path=")):
+            continue
+        out.append(arg)
+    return [*out, "--run_dir", run_dir, "--ckpt_path", "last"]
+
 
 def trainer_defaults() -> dict[str, Any]:
     return {
@@ -241,7 +359,7 @@ def trainer_defaults() -> dict[str, Any]:
             "class_path": "lightning_meta_rl.logger.WandbLogger",
             "init_args": {"project": os.environ.get("WANDB_PROJECT", "lightning-meta-rl"), "save_dir": None},
         },
-        "callbacks": [EnvStepCheckpoint()],
+        "callbacks": [EnvStepCheckpoint(), GracefulStop()],
     }
 
 
@@ -263,16 +381,28 @@ def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) 
 
 
 def main(args: ArgsType = None) -> None:
-    """Console entry point: user errors become one paragraph on stderr and exit status 2."""
+    """Console entry point. Exit statuses: 0 done (or already complete); 1 an unexpected error (a bug: a
+    traceback); 2 a user error, in one paragraph (refused at start, leaving nothing behind, or stopped during
+    training, keeping the run directory); 128 + N stopped by signal N with a checkpoint saved."""
     run_dir = RunDir()  # only a directory this call begins may be removed
     code = 1  # an unexpected exception, until cli() returns
+    argv = [str(a) for a in args] if isinstance(args, list) else sys.argv[1:]
     try:
-        cli(args, run_dir=run_dir)
-        code = 0
+        result = cli(args, run_dir=run_dir)
+        code = 0 if result.stopped_by is None else EXIT_SIGNAL_BASE + result.stopped_by
     except UserError as exc:
         print(f"lightning-meta-rl: error: {exc}", file=sys.stderr)
-        code = 2
-        run_dir.remove_if_refused(exc, before_removal=lambda: finish_wandb(2))  # W&B's files closed first
-        sys.exit(2)
+        if _wants_traceback(argv):
+            traceback.print_exception(exc, file=sys.stderr)
+        code = EXIT_REFUSED
+        run_dir.remove_if_refused(exc, before_removal=lambda: finish_wandb(code))  # W&B's files closed first
     finally:
-        finish_wandb(code)
+        finish_wandb(code, preempted=code > EXIT_SIGNAL_BASE)
+        run_dir.release()
+    if code:
+        sys.exit(code)
+
+
+def _wants_traceback(argv: list[str]) -> bool:
+    # read from the command line itself: the error may come before (or instead of) a parsed configuration
+    return any(a in ("--traceback", "--traceback=true", "--traceback=True") for a in argv)

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from lightning_meta_rl import sparse
-from lightning_meta_rl.errors import EnvironmentNotSupported, TrainingDiverged
+from lightning_meta_rl.errors import EnvironmentFailed, EnvironmentNotSupported, TrainingDiverged, UserError
 
 sparse.register()  # the project's own task (lightning_meta_rl/SparseMountainCar-v0), usable by id like any other
 
+MAX_ACTION_HALF_RANGE = 1e3  # wider action bounds are refused: the policy and its noise scale with them
 SUPPORTED = "a gymnasium environment with a flat Box observation space and a Box action space"
 
 
@@ -73,6 +74,14 @@ def check_spaces(env_id: str, env: gym.Env) -> EnvSpec:
         raise EnvironmentNotSupported(
             f"Environment '{env_id}' has unbounded actions (low={low}, high={high}); a tanh policy needs finite bounds."
         )
+    half_range = float(np.max(high - low)) / 2
+    if half_range > MAX_ACTION_HALF_RANGE:
+        raise EnvironmentNotSupported(
+            f"Environment '{env_id}' has actions in [{low.min():g}, {high.max():g}]: the policy's tanh output and the "
+            f"exploration noise are scaled to the bounds, so a noise of 0.2 would move an action by "
+            f"{0.2 * half_range:g}. Bounds this wide mean an unbounded action in practice; rescale them to the "
+            f"range the task uses (gymnasium.wrappers.RescaleAction, registered under your own id)."
+        )
     limit = env.spec.max_episode_steps if env.spec is not None else None
     if limit is None:
         raise EnvironmentNotSupported(
@@ -126,11 +135,21 @@ class EnvRunner:
         """Start an episode; the first reset uses the construction seed, later ones continue its RNG."""
         if seed is None:
             seed, self._seed = self._seed, None
-        obs, _ = self.env.reset(seed=seed)
+        try:
+            obs, _ = self.env.reset(seed=seed)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise self._raised(exc, "reset") from exc
         return self._checked(np.asarray(obs, dtype=np.float32), "reset")
 
     def step(self, action: np.ndarray) -> StepResult:
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        try:
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise self._raised(exc, "step") from exc
         self.steps_taken += 1
         obs, reward = np.asarray(next_obs, dtype=np.float32), float(reward)
         if not (math.isfinite(reward) and np.isfinite(obs).all()):
@@ -147,6 +166,16 @@ class EnvRunner:
         raise TrainingDiverged(
             f"Environment '{self.env_id}' returned a non-finite {what} {when}. Training stopped; the last "
             f"checkpoint written before this point is intact."
+        )
+
+    def _raised(self, exc: Exception, call: str) -> EnvironmentFailed:
+        """The environment's own exception, in words: which environment, which call, at which step."""
+        text = str(exc).strip() or "(no message)"
+        when = f"on step {self.steps_taken + 1}" if call == "step" else f"after {self.steps_taken} steps"
+        return EnvironmentFailed(
+            f"Environment '{self.env_id}' raised {type(exc).__name__} in {call}() {when} of this environment "
+            f"instance: {text}. Training stopped; the last checkpoint written before this point is intact "
+            f"(resume with --ckpt_path last once the environment is fixed). --traceback shows the full traceback."
         )
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Errors meant for the user: the CLI prints their message in one paragraph and exits non-zero."""
+"""Errors meant for the user: the CLI prints their message in one paragraph and exits with status 2."""
 
 
 class UserError(Exception):
@@ -9,8 +9,16 @@ class EnvironmentNotSupported(UserError):
     """The environment cannot be used by this method (unknown id, discrete actions, non-flat observations)."""
 
 
-class TrainingDiverged(UserError):
+class RunFailed(UserError):
+    """Training had begun and stopped with a message: the run directory and its last checkpoint are kept."""
+
+
+class TrainingDiverged(RunFailed):
     """An environment or a loss produced NaN or inf during training."""
+
+
+class EnvironmentFailed(RunFailed):
+    """The user's environment raised an exception in reset() or step() during training."""
 
 
 class ConfigError(UserError, ValueError):

@@ -12,6 +12,13 @@ from typing import Any
 FIELDS = ("env_steps", "iteration", "eval/return", "r_pi", "wall_time_s")
 
 
+INT_FIELDS = ("env_steps", "iteration")  # counts: written as integers (kept as floats in memory and checkpoints)
+
+
+def _csv_row(row: dict[str, float]) -> dict[str, Any]:
+    return {k: int(v) if k in INT_FIELDS and math.isfinite(v) else v for k, v in row.items()}
+
+
 class EvalHistory:
     """One row per reporting evaluation; ``path`` (if set) receives each row as it is recorded."""
 
@@ -28,7 +35,7 @@ class EvalHistory:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(self.rows)
+            writer.writerows(map(_csv_row, self.rows))
         os.replace(tmp, self.path)
 
     def record(self, row: dict[str, float]) -> None:
@@ -41,7 +48,7 @@ class EvalHistory:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow(_csv_row(row))
 
     def final_score(self) -> float:
         """Mean eval/return over the last 10% of evaluation points (at least one), SPEC section 3."""
@@ -71,9 +78,8 @@ class Evaluation:
         """At the start of training (``env_steps`` > 0: resumed): where rows go, and the clock."""
         self.history.path = path
         self._t0 = time.perf_counter() - (self.history.rows[-1]["wall_time_s"] if self.history.rows else 0.0)
-        if env_steps > 0:
-            self.history.rewrite()
-        else:
+        self.history.rewrite()  # resumed: drops rows past the checkpoint; fresh: never appends to an old file
+        if env_steps == 0:
             self.next_at = eval_every
 
     def due(self, env_steps: int, last: bool) -> bool:

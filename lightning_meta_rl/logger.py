@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,18 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 STEP_METRIC = "env_steps"
+_RUN_FOLDER = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-(\w+)$")  # W&B's folder per run: [offline-]run-<time>-<id>
+
+
+def previous_run_id(save_dir: str) -> str | None:
+    """The id of the latest W&B run stored under ``<save_dir>/wandb`` (None if there is none): a resumed
+    training continues that run instead of starting a second one."""
+    try:
+        names = os.listdir(os.path.join(save_dir, "wandb"))
+    except OSError:
+        return None
+    runs = sorted(m.groups() for m in map(_RUN_FOLDER.match, names) if m is not None)
+    return runs[-1][1] if runs else None
 
 
 class WandbLogger(_LightningWandbLogger):

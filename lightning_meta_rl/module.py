@@ -26,6 +26,7 @@ from lightning_meta_rl.learner import Learner, Reduce, average_across, make_adam
 from lightning_meta_rl.meta_reward import MetaRewardStats, critic_improvement
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.ranks import attached_trainer, gather_per_rank, own_rank
+from lightning_meta_rl.runtime import global_seed, warn_if_unseeded
 from lightning_meta_rl.schedule import LogCadence, UpdateCredit
 from lightning_meta_rl.types import Batch, IterationRecord, Rollout, RolloutEngine
 
@@ -79,6 +80,7 @@ class MetaRLModule(L.LightningModule):
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
         self.cadence = LogCadence()  # which iterations' metrics reach the loggers
         self._reduce: Reduce | None = None  # set when training starts: gradient averaging across processes
+        self._seed_at_build = global_seed()  # the initial weights' seed, if any (checked when a fresh fit starts)
 
     @property
     def is_meta(self) -> bool:
@@ -111,6 +113,10 @@ class MetaRLModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.check_data(self.data)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is None:  # a fresh fit: its initial weights are the ones built here
+            warn_if_unseeded(self._seed_at_build)
 
     def check_data(self, data: RolloutEngine) -> None:
         """Reject settings that only conflict across the model and the data (the CLI asks before any output)."""

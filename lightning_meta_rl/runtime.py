@@ -31,11 +31,15 @@ def default_wandb_mode() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def finish_wandb(exit_code: int = 0) -> None:
+def finish_wandb(exit_code: int = 0, preempted: bool = False) -> None:
     """Close the W&B run (Lightning does not), so the offline directory is complete; W&B marks a run with
-    a non-zero exit code as failed."""
+    a non-zero exit code as failed, and one stopped by a signal (``preempted``) as preempted (resumable)."""
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if wandb is not None and run is not None:
+        mark = getattr(run, "mark_preempting", None)
+        if preempted and callable(mark):
+            mark()
         wandb.finish(exit_code=exit_code)
 
 
@@ -72,3 +76,24 @@ def set_flush_denormal(flush: bool) -> str:
     for the start-up line."""
     flushed = torch.set_flush_denormal(flush)
     return "; denormals flushed to zero" if flush and flushed else ""
+
+
+SEED_ENV = "PL_GLOBAL_SEED"  # set by lightning.seed_everything (the CLI calls it with --seed_everything)
+
+
+def global_seed() -> str | None:
+    """The seed lightning.seed_everything gave torch's global generator in this process, if any."""
+    return os.environ.get(SEED_ENV)
+
+
+def warn_if_unseeded(seed_at_build: str | None) -> None:
+    """A model whose initial weights came from an unseeded generator cannot be repeated exactly: say so once,
+    when a fresh fit starts (code that builds the objects itself; the CLI always seeds)."""
+    if seed_at_build is None:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(
+            "The model was built before any lightning.seed_everything(seed): its initial weights come from torch's "
+            "unseeded generator, so this run cannot be repeated exactly (the data module's seed covers only the "
+            "environments and sampling). Call L.seed_everything(seed) before building the model."
+        )
