@@ -1,5 +1,8 @@
 """Does the working tree train exactly like an earlier commit? Short fits of four arms, run on both, compared.
 
+(The Hopper configs compile the update: ``hopper_ddpg`` and ``hopper_meta`` are compiled runs, the ``_eager``
+ones the same fits without compiling.)
+
 Speed-ups are meant to leave every number a run produces unchanged, so that results committed under
 benchmarks/results/ still describe the current code. This script checks it: it checks out ``--base`` in a
 temporary git worktree, runs the same short fits with both versions (Hopper-v5 DDPG and Meta, Pendulum-v1
@@ -29,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--data.eval_episodes=2"]
 FITS = {
     "hopper_ddpg": ["--config", "conf/hopper_ddpg.yaml", "--data.total_env_steps=4000", "--data.eval_every=1000"],
+    "hopper_ddpg_eager": [
+        "--config",
+        "conf/hopper_ddpg.yaml",
+        "--model.compile=false",
+        "--data.total_env_steps=4000",
+        "--data.eval_every=1000",
+    ],
     "hopper_meta": ["--config", "conf/hopper.yaml", "--data.total_env_steps=6000", "--data.eval_every=1000"],
     "hopper_meta_eager": [
         "--config",
