@@ -76,8 +76,10 @@ def run_fits(tree: Path, out: Path) -> None:
 
 
 def evaluations(run_dir: Path) -> list[tuple[str, ...]]:
+    """The compared columns as exact numbers (repr of the float: "1400" and "1400.0" are the same value, NaN
+    equals NaN), so that a change of CSV formatting alone is not a difference."""
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [tuple(row[k] for k in COMPARED) for row in csv.DictReader(f)]
+        return [tuple(repr(float(row[k])) for k in COMPARED) for row in csv.DictReader(f)]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
