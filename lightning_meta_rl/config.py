@@ -63,9 +63,13 @@ class TeacherConfig:
 
     Args:
         kind: ``meta`` (pi_e = N(f(s), Sigma)), ``meta_state`` (f also sees Q(s, mu(s)) and mu(s)),
-            ``meta_variance`` (N(mu(s), Sigma), only Sigma learned), or the DDPG baseline's fixed
-            ``gaussian`` or ``ou`` noise around mu(s).
-        sigma: standard deviation as a fraction of half the action range (initial value when learned).
+            ``meta_variance`` (N(mu(s), Sigma), only Sigma learned), or the DDPG arm's fixed exploration:
+            ``gaussian``, ``ou`` or ``pink`` (1/f, Eberhard et al. 2023) noise around mu(s), or ``param``
+            (parameter-space noise, Plappert et al. 2018: a perturbed copy of the student's actor acts).
+        sigma: standard deviation as a fraction of half the action range (initial value when learned). For
+            ``param``: the target distance between the perturbed and the student's actions (root mean
+            square, in half action ranges), and the parameter noise's initial std (as OpenAI baselines'
+            ``adaptive-param_<sigma>``).
         lr: Adam learning rate of the teacher (learned kinds only). ``0`` gives the frozen-teacher control:
             the same protocol (D0, look-ahead, D1, R(pi), the same env steps) with a teacher that never takes
             a step; the meta-reward and the diagnostics are still computed and logged.
@@ -76,18 +80,36 @@ class TeacherConfig:
             ``lr`` for ``meta`` and ``meta_state`` (unchanged).
         hidden: hidden widths of the teacher's mean network f.
         ou_theta: mean reversion of Ornstein-Uhlenbeck noise.
+        pink_horizon: length of each ``pink`` noise sequence, the longest period the noise has; a new
+            sequence starts at every episode (and after this many steps within one). Eberhard et al. set it to
+            the episode length: 1000 for the MuJoCo tasks, 200 for Pendulum.
+        param_adapt: ``param``: the factor by which the parameter noise's std grows when the measured action
+            distance is below ``sigma`` and shrinks when above (Plappert et al.'s alpha).
+        param_interval: ``param``: steps (per environment) between two adaptations of the parameter noise's
+            std; the distance is measured on the states acted on since the last one (baselines: 50).
     """
 
-    kind: Literal["meta", "meta_state", "meta_variance", "gaussian", "ou"] = "meta"
+    kind: Literal["meta", "meta_state", "meta_variance", "gaussian", "ou", "pink", "param"] = "meta"
     sigma: float = 0.2
     lr: float = 1e-3
     learn_std: bool = False
     hidden: tuple[int, ...] = (64, 64)
     ou_theta: float = 0.15
     std_lr: float | None = None
+    pink_horizon: int = 1000
+    param_adapt: float = 1.01
+    param_interval: int = 50
 
     def __post_init__(self) -> None:
-        _positive("teacher", sigma=self.sigma, ou_theta=self.ou_theta)
+        _positive(
+            "teacher",
+            sigma=self.sigma,
+            ou_theta=self.ou_theta,
+            pink_horizon=self.pink_horizon,
+            param_interval=self.param_interval,
+        )
+        if not self.param_adapt > 1:
+            raise ConfigError(f"model.teacher.param_adapt must be above 1, got {self.param_adapt}")
         if self.lr < 0:
             raise ConfigError(f"model.teacher.lr must be >= 0 (0: a frozen teacher), got {self.lr}")
         if self.std_lr is not None:

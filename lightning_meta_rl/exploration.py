@@ -1,9 +1,9 @@
 """How data is generated: one interface, two kinds of implementation.
 
-Fixed noise around the student (the DDPG baseline: Gaussian, Ornstein-Uhlenbeck) and learned teachers
-trained by the meta-policy gradient (``meta``, ``meta_state``, ``meta_variance``). Each maps an
-observation and the current student to an :class:`~lightning_meta_rl.rollout.Action`; learned ones
-also give log pi_e of the actions they took.
+Fixed exploration around the student (the DDPG arm: Gaussian, Ornstein-Uhlenbeck and pink action noise,
+parameter-space noise) and learned teachers trained by the meta-policy gradient (``meta``, ``meta_state``,
+``meta_variance``). Each maps an observation and the current student to an
+:class:`~lightning_meta_rl.rollout.Action`; learned ones also give log pi_e of the actions they took.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lightning_meta_rl.networks import ActionScale, Actor, GaussianHead, Student
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.types import Rollout
 
-KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou")
+KINDS = ("meta", "meta_state", "meta_variance", "gaussian", "ou", "pink", "param")
 
 
 class Exploration(nn.Module):
@@ -106,6 +106,153 @@ class OUNoise(Exploration):
         return Action(raw, self.scale.clip(raw))
 
 
+class PinkNoise(Exploration):
+    """a = mu(s) + sigma * half_range * x_t, x pink (1/f) noise of unit variance per environment and action
+    dimension (Eberhard et al., "Pink Noise Is All You Need", ICLR 2023; their package ``pink-noise-rl``).
+
+    Each environment has its own ``pink.PinkNoiseProcess``: a sequence of ``horizon`` steps per action
+    dimension, drawn anew when its environment starts an episode (and, as the package does, when a sequence
+    runs out). Each process draws from its own numpy generator, seeded from the torch generator the first
+    time its environment acts, so a run is reproducible; ``extra_state`` keeps every process's sequence,
+    position and generator state, so a resumed run continues the very same noise.
+    """
+
+    def __init__(self, scale: ActionScale, sigma: float, horizon: int) -> None:
+        super().__init__(scale)
+        # imported here, not at the top: the package's __init__ also imports stable-baselines3 when present
+        from pink import PinkNoiseProcess
+
+        self.process_class = PinkNoiseProcess
+        self.sigma, self.horizon = sigma, horizon
+        self.processes: list[Any] = []  # one PinkNoiseProcess per environment, made at its first step
+
+    def _process(self, act_dim: int, horizon: int, rng: np.random.Generator) -> Any:
+        return self.process_class(size=(act_dim, horizon), rng=rng)
+
+    def sample(self, envs: int, generator: torch.Generator) -> torch.Tensor:
+        """The next step of every environment's pink sequence: [envs, act_dim], unit variance."""
+        act_dim = self.scale.low.numel()
+        while len(self.processes) < envs:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            self.processes.append(self._process(act_dim, self.horizon, np.random.default_rng(seed)))
+        return torch.from_numpy(np.stack([p.sample() for p in self.processes[:envs]]))
+
+    def reset(self, index: int) -> None:
+        if index < len(self.processes):
+            self.processes[index].reset()  # a new sequence for the new episode
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        mean = student.actor(obs).detach()
+        noise = self.sample(mean.shape[0], generator).to(mean)
+        raw = mean + self.sigma * noise * self.scale.half_range
+        return Action(raw, self.scale.clip(raw))
+
+    def extra_state(self) -> Any:
+        return [
+            {"buffer": torch.from_numpy(p.buffer.copy()), "idx": int(p.idx), "rng": p.rng.bit_generator.state}
+            for p in self.processes
+        ]
+
+    def load_extra_state(self, state: Any) -> None:
+        self.processes = []
+        for s in state or []:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = s["rng"]
+            buffer = s["buffer"].numpy().copy()
+            process = self._process(buffer.shape[0], buffer.shape[-1], np.random.default_rng(0))
+            process.rng, process.buffer, process.idx = rng, buffer, s["idx"]
+            self.processes.append(process)
+
+
+class ParamNoise(Exploration):
+    """Parameter-space noise (Plappert et al., ICLR 2018): the action of a perturbed copy of the student's
+    actor, mu(s; theta + std * z), no action noise.
+
+    z ~ N(0, I) over the actor's linear layers (LayerNorm parameters are not perturbed, as in OpenAI
+    baselines), one z per environment, drawn from the torch generator at the first step of each of its
+    episodes and kept for the episode; the perturbation follows the live actor as it learns. The scale
+    ``std`` adapts so that the action distance d = sqrt(mean((mu~(s) - mu(s))^2)), in half action ranges,
+    stays near ``target``: every ``interval`` steps, std is multiplied by ``adapt`` if d was below the
+    target on the states acted on since the last adaptation, divided by it otherwise. (Plappert et al.
+    measure d on a replay batch with a fresh perturbation; the exploration never sees the buffer, so d is
+    measured here on the states it acts on, with the perturbation that acted, which has the current std.)
+    """
+
+    def __init__(self, scale: ActionScale, target: float, adapt: float, interval: int) -> None:
+        super().__init__(scale)
+        self.target, self.adapt, self.interval = target, adapt, interval
+        self.std = target  # initial std: baselines' adaptive-param_<sigma> starts both at sigma
+        self.z: list[dict[str, torch.Tensor] | None] = []  # per environment; None: draw at its next step
+        self.sq_sum, self.count, self.steps = 0.0, 0, 0  # the distance since the last adaptation
+        self.last_distance = math.nan  # d at the last adaptation
+
+    @staticmethod
+    def perturbed_names(actor: nn.Module) -> list[str]:
+        """The actor's parameters that are perturbed: those of its linear layers."""
+        return [
+            f"{name}.{p}" if name else p
+            for name, m in actor.named_modules()
+            if isinstance(m, nn.Linear)
+            for p, _ in m.named_parameters(recurse=False)
+        ]
+
+    def reset(self, index: int) -> None:
+        if index < len(self.z):
+            self.z = [None if i == index else z for i, z in enumerate(self.z)]
+
+    def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
+        actor = student.actor
+        params = dict(actor.named_parameters())
+        names = self.perturbed_names(actor)
+        envs = obs.shape[0]
+        self.z += [None] * (envs - len(self.z))
+        for i in range(envs):
+            if self.z[i] is None:
+                self.z[i] = {n: torch.randn(params[n].shape, generator=generator) for n in names}
+        with torch.no_grad():
+            mean = actor(obs)
+            raw = torch.cat(
+                [
+                    torch.func.functional_call(
+                        actor, {n: params[n] + self.std * z[n].to(params[n]) for n in names}, (obs[i : i + 1],)
+                    )
+                    for i, z in enumerate(self.z[:envs])
+                    if z is not None
+                ]
+            )
+        gap = (raw - mean) / self.scale.half_range
+        self.sq_sum += float(gap.double().square().sum())
+        self.count += gap.numel()
+        self.steps += 1
+        if self.steps % self.interval == 0:
+            self.adapt_std()
+        return Action(raw, self.scale.clip(raw))
+
+    def adapt_std(self) -> None:
+        """std *= adapt if the measured distance is below the target, else std /= adapt (Plappert et al.)."""
+        self.last_distance = math.sqrt(self.sq_sum / self.count) if self.count else math.nan
+        if self.count:
+            self.std = self.std * self.adapt if self.last_distance < self.target else self.std / self.adapt
+        self.sq_sum, self.count = 0.0, 0
+
+    def extra_state(self) -> Any:
+        return {
+            "std": self.std,
+            "z": [None if z is None else {n: t.cpu() for n, t in z.items()} for z in self.z],
+            "sq_sum": self.sq_sum,
+            "count": self.count,
+            "steps": self.steps,
+            "last_distance": self.last_distance,
+        }
+
+    def load_extra_state(self, state: Any) -> None:
+        if state is None:
+            return
+        self.std, self.z = float(state["std"]), list(state["z"])
+        self.sq_sum, self.count, self.steps = float(state["sq_sum"]), int(state["count"]), int(state["steps"])
+        self.last_distance = float(state["last_distance"])
+
+
 class LearnedTeacher(Exploration):
     """pi_e(a | s) = N(mean(context), Sigma); what ``context`` is distinguishes the three variants."""
 
@@ -115,6 +262,10 @@ class LearnedTeacher(Exploration):
     def __init__(self, scale: ActionScale, head: GaussianHead) -> None:
         super().__init__(scale)
         self.head = head
+        # theta_0, the parameters as built, for the displacement diagnostics: kept outside the module tree (no
+        # optimizer and no state_dict sees it; the checkpoint holds it through extra_state). None: unknown,
+        # after loading a checkpoint written before it was kept.
+        self.initial: dict[str, torch.Tensor] | None = {n: p.detach().clone() for n, p in head.named_parameters()}
 
     def context(self, obs: torch.Tensor, student: Student) -> torch.Tensor:
         raise NotImplementedError
@@ -154,13 +305,46 @@ class LearnedTeacher(Exploration):
         act in the next D0: ``meta_state`` measures the scale of its Q feature here; the other variants have
         no feature to scale."""
 
+    def extra_state(self) -> Any:
+        return {"initial": self.initial}
+
+    def load_extra_state(self, state: Any) -> None:
+        initial = state.get("initial") if isinstance(state, dict) else None
+        self.initial = None if initial is None else {n: t.detach().clone() for n, t in initial.items()}
+
     def diagnostics(self, context: torch.Tensor) -> dict[str, float]:
-        """How the teacher acts now, on the given contexts (logged after every teacher step)."""
+        """How the teacher acts now, on the given contexts (logged after every teacher step), and how far it
+        has moved from its initial parameters theta_0 (both 0 for a frozen teacher)."""
         return {
             "teacher/log_std": float(self.head.log_std.detach().mean()),
             "teacher/mean_spread": self.mean_spread(context),
             "teacher/sigma": self.sigma(),
+            "teacher/displacement": self.displacement(),
+            "teacher/kl_initial": self.kl_initial(context),
         }
+
+    @torch.no_grad()
+    def displacement(self) -> float:
+        """||theta - theta_0||_2 over all the teacher's parameters (NaN when theta_0 is unknown)."""
+        if self.initial is None:
+            return math.nan
+        total = sum(float((p - self.initial[n].to(p)).double().square().sum()) for n, p in self.head.named_parameters())
+        return math.sqrt(total)
+
+    @torch.no_grad()
+    def kl_initial(self, context: torch.Tensor) -> float:
+        """Mean over the given contexts of KL(pi_e(.|c) || pi_e0(.|c)), the teacher's action distribution
+        against its initial copy's, summed over action dimensions (NaN when theta_0 is unknown)."""
+        if self.initial is None or context.shape[0] == 0:
+            return math.nan
+        params = dict(self.head.named_parameters())
+        initial = {f"head.{n}": t.to(params[n]) for n, t in self.initial.items()}
+        mean, std = _Distribution(self.head)(context)
+        mean0, std0 = torch.func.functional_call(_Distribution(self.head), initial, (context,))
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mean, std), torch.distributions.Normal(mean0, std0)
+        )
+        return float(kl.sum(-1).mean())
 
     @torch.no_grad()
     def mean_spread(self, context: torch.Tensor) -> float:
@@ -173,6 +357,18 @@ class LearnedTeacher(Exploration):
     def sigma(self) -> float:
         """The teacher's std in half action ranges, averaged over action dimensions."""
         return float(self.head.log_std.exp().mean())
+
+
+class _Distribution(nn.Module):
+    """A Gaussian head's (mean, std) as one forward pass, so that ``torch.func.functional_call`` can evaluate
+    the head with other parameters (theta_0)."""
+
+    def __init__(self, head: GaussianHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.mean(context), self.head.std().expand(context.shape[0], -1)
 
 
 class MetaTeacher(LearnedTeacher):
@@ -239,9 +435,10 @@ class MetaStateTeacher(MetaTeacher):
         self.q_mean, self.q_std = float(q.mean()), float(q.std(correction=0)) + 1e-6
 
     def extra_state(self) -> Any:
-        return {"q_mean": self.q_mean, "q_std": self.q_std}
+        return {**super().extra_state(), "q_mean": self.q_mean, "q_std": self.q_std}
 
     def load_extra_state(self, state: Any) -> None:
+        super().load_extra_state(state)
         if state is not None:
             self.q_mean, self.q_std = float(state["q_mean"]), float(state["q_std"])
 
@@ -270,6 +467,10 @@ def build_exploration(cfg: TeacherConfig, obs_dim: int, scale: ActionScale, laye
         return GaussianNoise(scale, sigma)
     if kind == "ou":
         return OUNoise(scale, sigma, theta=cfg.ou_theta)
+    if kind == "pink":
+        return PinkNoise(scale, sigma, cfg.pink_horizon)
+    if kind == "param":
+        return ParamNoise(scale, sigma, cfg.param_adapt, cfg.param_interval)
     raise ValueError(f"unknown exploration kind '{kind}'; choose one of {', '.join(KINDS)}")
 
 

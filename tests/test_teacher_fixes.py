@@ -6,6 +6,7 @@ signal-to-noise)."""
 from __future__ import annotations
 
 import copy
+import io
 import math
 import shutil
 import statistics
@@ -19,7 +20,7 @@ from conftest import SMOKE, TINY, clear_run_dir_env, finish_wandb, fit, params_s
 from lightning_meta_rl.cli import cli
 from lightning_meta_rl.config import VARIANCE_STD_LR, TeacherConfig
 from lightning_meta_rl.errors import ConfigError
-from lightning_meta_rl.exploration import ExplorationPolicy, MetaStateTeacher, MetaTeacher
+from lightning_meta_rl.exploration import ExplorationPolicy, MetaStateTeacher, MetaTeacher, MetaVarianceTeacher
 from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student
@@ -106,6 +107,11 @@ def test_frozen_teacher_never_changes_and_keeps_the_protocol(tmp_path: Path, kin
     for m in frozen.metrics:  # still measured and logged
         assert math.isfinite(m["meta/reward"]) and math.isfinite(m["teacher/loss"])
         assert math.isfinite(m["teacher/mean_spread"]) and m["teacher/sigma"] > 0
+        assert m["teacher/displacement"] == 0.0 and m["teacher/kl_initial"] == 0.0  # it never moved
+    # the learned teacher moved, and its distance from theta_0 is what the parameters say
+    assert all(m["teacher/displacement"] > 0 and m["teacher/kl_initial"] > 0 for m in learned.metrics)
+    moved = distance(learned.last, learned.first)
+    assert learned.metrics[-1]["teacher/displacement"] == pytest.approx(moved, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- Meta (State)
@@ -346,10 +352,104 @@ def test_resume_restores_teacher_steps_snr_and_q_statistics(tmp_path: Path) -> N
         )  # fmt: skip
     got = rec.metrics[-1]
     assert len(rec.metrics) == 2
-    for key in ("teacher/steps", "meta/snr", "meta/reward", "teacher/mean_spread", "teacher/sigma"):
+    for key in (
+        "teacher/steps",
+        "meta/snr",
+        "meta/reward",
+        "teacher/mean_spread",
+        "teacher/sigma",
+        "teacher/displacement",
+        "teacher/kl_initial",
+    ):
         assert got[key] == expected[key], key
     assert got["teacher/steps"] == 3.0 and math.isfinite(got["meta/snr"])
     assert (resumed.model.teacher.q_mean, resumed.model.teacher.q_std) == (
         whole.model.teacher.q_mean,
         whole.model.teacher.q_std,
     )
+
+
+# ----------------------------------------------------------------------------- how far the teacher moved
+def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """||a - b||_2 over all the tensors, by hand."""
+    return math.sqrt(sum(float((x - y).double().square().sum()) for x, y in zip(a, b, strict=True)))
+
+
+def toy_teacher(seed: int = 0, learn_std: bool = True) -> MetaTeacher:
+    torch.manual_seed(seed)
+    return MetaTeacher(3, ActionScale([-2.0, 0.0], [2.0, 0.5]), 0.2, learn_std, [16], True)
+
+
+def test_displacement_and_kl_are_zero_until_the_teacher_steps() -> None:
+    teacher, ctx = toy_teacher(), torch.randn(32, 3)
+    before = params_snapshot(teacher)
+    out = teacher.diagnostics(ctx)
+    assert out["teacher/displacement"] == 0.0 and out["teacher/kl_initial"] == 0.0
+    opt = teacher.make_optimizer(1e-2, 1e-2)
+    opt.zero_grad()
+    teacher.log_prob(ctx, torch.randn(32, 2)).mean().backward()
+    opt.step()
+    out = teacher.diagnostics(ctx)
+    moved = distance(params_snapshot(teacher), before)
+    assert out["teacher/displacement"] == pytest.approx(moved, rel=1e-6) and moved > 0
+    assert out["teacher/kl_initial"] > 0
+
+
+def test_kl_from_the_initial_teacher_matches_a_hand_computation() -> None:
+    teacher, ctx = toy_teacher(), torch.randn(16, 3)
+    initial = copy.deepcopy(teacher)
+    last = [m for m in teacher.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.add_(torch.tensor([0.3, -0.2]))
+        teacher.head.log_std.copy_(torch.log(torch.tensor([0.3, 0.15])))
+        m1, m0 = teacher.head.mean(ctx).double(), initial.head.mean(ctx).double()
+    half = torch.tensor([2.0, 0.25], dtype=torch.float64)
+    s1, s0 = torch.tensor([0.3, 0.15], dtype=torch.float64) * half, 0.2 * half
+    # KL(N(m1, s1^2) || N(m0, s0^2)) = log(s0 / s1) + (s1^2 + (m1 - m0)^2) / (2 s0^2) - 1/2, per dimension
+    by_hand = (torch.log(s0 / s1) + (s1**2 + (m1 - m0) ** 2) / (2 * s0**2) - 0.5).sum(-1).mean()
+    assert teacher.kl_initial(ctx) == pytest.approx(float(by_hand), rel=1e-5)
+    # Meta (Variance): only sigma moves, so the KL is the same in every state: 1.5x sigma in both dimensions
+    variance = MetaVarianceTeacher(ActionScale([-2.0, 0.0], [2.0, 0.5]), 0.2)
+    with torch.no_grad():
+        variance.head.log_std.add_(math.log(1.5))
+    expected = 2 * (math.log(1 / 1.5) + 1.5**2 / 2 - 0.5)  # 0.4391
+    assert variance.kl_initial(torch.randn(8, 2)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_theta_0_survives_a_checkpoint_and_older_checkpoints_still_load() -> None:
+    teacher, ctx = toy_teacher(), torch.randn(8, 3)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.05)
+    buf = io.BytesIO()
+    torch.save({"weights": teacher.state_dict(), "extra": teacher.extra_state()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed = toy_teacher(seed=1)  # built from another seed: its own theta_0 differs
+    assert resumed.displacement() == 0.0
+    resumed.load_state_dict(saved["weights"])
+    resumed.load_extra_state(saved["extra"])
+    assert resumed.displacement() == pytest.approx(teacher.displacement()) and teacher.displacement() > 0
+    assert resumed.kl_initial(ctx) == pytest.approx(teacher.kl_initial(ctx))
+    # written before theta_0 was kept: None (meta), the Q statistics alone (meta_state): loads, theta_0 unknown
+    resumed.load_extra_state(None)
+    assert math.isnan(resumed.diagnostics(ctx)["teacher/displacement"])
+    assert math.isnan(resumed.diagnostics(ctx)["teacher/kl_initial"])
+    state_teacher = state_teacher_and_student()[0]
+    state_teacher.load_extra_state({"q_mean": -3.0, "q_std": 2.0})
+    assert (state_teacher.q_mean, state_teacher.q_std) == (-3.0, 2.0)
+    assert math.isnan(state_teacher.displacement())
+
+
+def test_an_older_checkpoint_without_theta_0_loads_into_the_module(tmp_path: Path) -> None:
+    fit(tmp_path / "run", "--model.teacher.kind=meta_state", *QUIET)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    state = ckpt["meta_rl"]["exploration"]
+    module = MetaRLModule.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert isinstance(module.exploration, MetaStateTeacher) and module.exploration.displacement() > 0
+    assert set(state["initial"]) == {n for n, _ in module.exploration.head.named_parameters()}
+    del state["initial"]  # as written before theta_0 was kept
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = MetaRLModule.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert isinstance(old.exploration, MetaStateTeacher)
+    assert old.exploration.q_mean == state["q_mean"] and math.isnan(old.exploration.displacement())
