@@ -208,7 +208,8 @@ class ParamNoise(Exploration):
         self.z += [None] * (envs - len(self.z))
         for i in range(envs):
             if self.z[i] is None:
-                self.z[i] = {n: torch.randn(params[n].shape, generator=generator) for n in names}
+                # drawn on the host from the run's generator, kept where the actor is
+                self.z[i] = {n: torch.randn(params[n].shape, generator=generator).to(params[n]) for n in names}
         with torch.no_grad():
             mean = actor(obs)
             raw = torch.cat(
