@@ -7,17 +7,17 @@ from collections import deque
 from typing import Any
 
 import lightning as L
-import torch
 
 from lightning_meta_rl.module import MetaRLModule
 
 
 class MetaRewardStats(L.Callback):
-    """Logs the running mean of the meta-reward over the last ``window`` iterations, and the teacher's
-    entropy and mean standard deviation (in units of half the action range).
+    """Logs a display smoothing of the meta-reward, its mean over the last ``window`` iterations
+    (``meta/reward_mean``), and the entropy of the teacher's action distribution (``teacher/entropy``).
 
-    The module itself logs the per-iteration values: ``meta/reward``, ``meta/r_pi``, ``meta/r_pi_prime``
-    and ``explore/action_gap`` (distance between teacher and student actions on D0).
+    The module logs everything else once, under one name each: the per-iteration ``meta/reward``,
+    ``meta/r_pi``, ``meta/r_pi_prime``, ``explore/action_gap``, the teacher's ``teacher/sigma`` (its mean
+    standard deviation in half action ranges) and the running ``meta/snr`` of the raw meta-reward.
     """
 
     def __init__(self, window: int = 20) -> None:
@@ -40,10 +40,8 @@ class MetaRewardStats(L.Callback):
         if m is not None and math.isfinite(m):
             self._rewards.append(m)
             metrics["meta/reward_mean"] = sum(self._rewards) / len(self._rewards)
-        head = getattr(pl_module.exploration, "head", None)
-        if head is not None:
-            log_std = head.log_std.detach()
-            metrics["teacher/entropy"] = float(log_std.sum() + 0.5 * log_std.numel() * (1 + math.log(2 * math.pi)))
-            metrics["teacher/std"] = float(torch.exp(log_std).mean())
+        if pl_module.is_meta:  # a Gaussian's entropy: sum of log std (in action units) + d/2 (1 + log 2 pi)
+            std = pl_module.teacher.head.std().detach()
+            metrics["teacher/entropy"] = float(std.log().sum() + 0.5 * std.numel() * (1 + math.log(2 * math.pi)))
         if metrics:
             pl_module.log_dict(metrics, on_step=True, batch_size=1)

@@ -129,10 +129,10 @@ def test_meta_reward_stats_after_a_fit(meta_run: SimpleNamespace) -> None:
     window = next(cb.window for cb in meta_run.cli.trainer.callbacks if isinstance(cb, MetaRewardStats))
     expected = sum(rewards[-window:]) / len(rewards[-window:])
     assert float(metrics["meta/reward_mean"]) == pytest.approx(expected, rel=1e-5, abs=1e-4)
-    log_std = meta_run.cli.model.exploration.head.log_std.detach()
-    entropy = torch.distributions.Normal(torch.zeros_like(log_std), log_std.exp()).entropy().sum()
+    std = meta_run.cli.model.exploration.head.std().detach()  # in action units: exp(log_std) * half range
+    entropy = torch.distributions.Normal(torch.zeros_like(std), std).entropy().sum()
     assert float(metrics["teacher/entropy"]) == pytest.approx(float(entropy), rel=1e-5)
-    assert float(metrics["teacher/std"]) == pytest.approx(float(log_std.exp().mean()), rel=1e-5)
+    assert "teacher/std" not in metrics  # the teacher's std is logged once, as teacher/sigma
 
 
 # ----------------------------------------------------------------------------- MetaRewardStats, driven directly
@@ -159,10 +159,10 @@ def test_meta_reward_mean_is_over_the_last_window_finite_values() -> None:
     assert means[3] == pytest.approx(2.0)
     assert means[4] == pytest.approx(5.0)
     assert means[5] == pytest.approx(3.0)  # (3 + 10 - 4) / 3: the oldest values left the window
-    entropy = 0.5 * (1 + math.log(2 * math.pi)) - 0.7
+    half_range = float(module.exploration.scale.half_range)  # the entropy of N(mean, std) in action units
+    entropy = 0.5 * (1 + math.log(2 * math.pi)) - 0.7 + math.log(half_range)
     for d in logged:
         assert d["teacher/entropy"] == pytest.approx(entropy, rel=1e-6)
-        assert d["teacher/std"] == pytest.approx(math.exp(-0.7), rel=1e-6)
 
 
 def test_meta_reward_window_survives_a_checkpoint() -> None:
