@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import yaml
+from jsonargparse import ActionYesNo
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -116,7 +117,7 @@ class MetaRLCLI(LightningCLI):
         )
         parser.add_argument(
             "--traceback",
-            type=bool,
+            action=ActionYesNo,
             default=False,
             help="On an error that stops the run (a refused setting, an environment that raised), print the full "
             "traceback after the one-paragraph message.",

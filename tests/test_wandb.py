@@ -207,3 +207,13 @@ def test_a_run_stopped_by_an_error_is_marked_failed_in_wandb(tmp_path: Path, mon
     finally:
         clear_run_dir_env()
     assert exc.value.code == 2 and codes == [2]
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One training, one W&B run: the resumed fit logs to the run id it started with (issue 26)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    fit(run_dir, "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false")
+    fit(run_dir, "--trainer.callbacks=[]", "--ckpt_path", "last", "--data.total_env_steps=1200")
+    runs = offline_runs(run_dir)
+    assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1, runs
