@@ -85,6 +85,19 @@ class AdamState(NamedTuple):
             group["fused"],
         )
 
+    @staticmethod
+    def stack(states: list[AdamState]) -> AdamState:
+        """The Adam states of several students as one for their stacked members (``Student.stack``): moments
+        ``[M, ...]``. Members step together, so their step counts must be equal (one count per tensor)."""
+        first = states[0]
+        if any(not torch.equal(torch.stack(s.step), torch.stack(first.step)) for s in states):
+            raise ValueError("stacked members step together: their Adam step counts must be equal")
+        return first._replace(
+            exp_avg=[torch.stack(ts) for ts in zip(*(s.exp_avg for s in states), strict=True)],
+            exp_avg_sq=[torch.stack(ts) for ts in zip(*(s.exp_avg_sq for s in states), strict=True)],
+            step=[t.clone() for t in first.step],
+        )
+
     def repeat(self, members: int | None) -> AdamState:
         """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
         (None: the same shapes). The step counts stay one per parameter tensor: members step together."""

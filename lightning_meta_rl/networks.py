@@ -36,6 +36,7 @@ class MemberLayerNorm(nn.LayerNorm):
 
 # the member form of each layer with parameters (layers without parameters run members as they are)
 MEMBER_FORM: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: MemberLinear, nn.LayerNorm: MemberLayerNorm}
+PLAIN_FORM = {member: plain for plain, member in MEMBER_FORM.items()}
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> nn.Sequential:
@@ -160,15 +161,34 @@ class Student(nn.Module):
 
     def stacked(self, members: int) -> Student:
         """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``."""
-        out = copy.deepcopy(self)
-        for module in out.modules():
+        return Student.stack([self] * members)
+
+    @staticmethod
+    def stack(students: Sequence[Student]) -> Student:
+        """One student whose members are the given students (alike in shape; a seed population, or copies of
+        one student): every parameter becomes ``[M, ...]``, member m's taken from ``students[m]``. Buffers (the
+        action bounds) are the first student's."""
+        out = copy.deepcopy(students[0])
+        sources = [dict(s.named_parameters()) for s in students]
+        for prefix, module in out.named_modules():
             if type(module) in MEMBER_FORM:  # the same layer, run member by member (its state is unchanged)
                 module.__class__ = MEMBER_FORM[type(module)]
             elif any(True for _ in module.parameters(recurse=False)):
                 raise TypeError(f"no member form for the layer {type(module).__name__}")
             for name, p in list(module.named_parameters(recurse=False)):
-                stacked = p.detach().unsqueeze(0).repeat(members, *[1] * p.dim())
+                full = f"{prefix}.{name}" if prefix else name
+                stacked = torch.stack([src[full].detach() for src in sources])
                 setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
+        return out
+
+    def member(self, k: int) -> Student:
+        """Member k of a stacked student as an ordinary student (its own tensors)."""
+        out = copy.deepcopy(self)
+        for module in out.modules():
+            if type(module) in PLAIN_FORM:
+                module.__class__ = PLAIN_FORM[type(module)]
+            for name, p in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(p.detach()[k].clone(), requires_grad=p.requires_grad))
         return out
 
     @torch.no_grad()

@@ -212,3 +212,32 @@ def test_a_compiled_fit_evaluates_like_eager_and_resumes(tmp_path: Path) -> None
     fit(tmp_path / "comp", *QUIET, "--model.compile=true", "--data.total_env_steps=2800", "--ckpt_path", "last")
     after = returns(tmp_path / "comp")
     assert after[: len(c_ret)] == c_ret and len(after) > len(c_ret) and steps < 2800
+
+
+def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
+    """Three differently initialised students with their own Adam state, stacked into one: one stacked step
+    moves member k as its student's own step moves it (within 1e-5; the batched products sum in another
+    order), and member k comes back out as an ordinary student."""
+    singles, actor_opts, critic_opts = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
+        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
+        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(2, seed=10 + seed))  # own Adam state
+        singles.append(s)
+        actor_opts.append(a)
+        critic_opts.append(c)
+    population = Student.stack(singles)
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts])
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts])
+    (batch,) = random_batches(1, lead=(3,), seed=20)
+    ddpg_step(population, actor_adam, critic_adam, batch, 0.99, 0.05, 1e-2)
+    for k, (single, a, c) in enumerate(zip(singles, actor_opts, critic_opts, strict=True)):
+        ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batch)), 0.99, 0.05, 1e-2)
+        member = population.member(k)
+        assert type(member.actor.net[0]) is torch.nn.Linear
+        for (name, x), (_, y) in zip(single.state_dict().items(), member.state_dict().items(), strict=True):
+            torch.testing.assert_close(y, x, **TOL, msg=name)
+    with pytest.raises(ValueError, match="step counts"):
+        Learner(0.99, 0.05, 1e-2).update(singles[0], actor_opts[0], critic_opts[0], random_batches(1))
+        AdamState.stack([AdamState.of(o) for o in actor_opts])
