@@ -67,7 +67,7 @@ def signal_at_iteration(monkeypatch: pytest.MonkeyPatch, signum: int, iteration:
     monkeypatch.setattr(MetaRLModule, "training_step", step)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=["TERM", "INT", "USR1"])
 def test_a_stop_signal_saves_at_the_next_boundary_and_exits_with_128_plus_the_signal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
@@ -335,7 +335,7 @@ HUGE_ID = "LmrlTestHugeActions-v0"
 if HUGE_ID not in gym.registry:
     gym.register(
         id=HUGE_ID,
-        entry_point=lambda: _huge_env(),
+        entry_point="test_cluster:_huge_env",
         max_episode_steps=50,
     )
 
