@@ -152,8 +152,13 @@ def _norm(value: Any) -> Any:
 
 
 def _saved_env_id(checkpoint: dict[str, Any]) -> str | None:
-    data_state = checkpoint.get("RolloutDataModule") or {}
+    data_state = data_module_state(checkpoint)
     return (data_state.get("per_rank") or [data_state])[0].get("env_id")
+
+
+def data_module_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The data module's entry of a checkpoint (a single run's or a population's; Lightning keys it by class)."""
+    return checkpoint.get("RolloutDataModule") or checkpoint.get("PopulationDataModule") or {}
 
 
 def mismatches(checkpoint: dict[str, Any], env_id: str, model: Any) -> list[str]:
@@ -191,7 +196,7 @@ def space_mismatches(checkpoint: dict[str, Any], env_id: str, obs_dim: int, act_
 
 def data_mismatches(checkpoint: dict[str, Any], data: Any, world_size: int) -> list[str]:
     """Data settings a resumed run's state depends on: processes, training environments, buffer capacity."""
-    state = checkpoint.get("RolloutDataModule") or {}
+    state = data_module_state(checkpoint)
     per_rank = state.get("per_rank") or [state]
     out: list[str] = []
     if len(per_rank) != world_size:

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning_meta_rl.checkpoint import (
     EnvStepCheckpoint,
     data_mismatches,
+    data_module_state,
     mismatches,
     read_checkpoint,
     resolve_ckpt_path,
@@ -34,6 +35,7 @@ from lightning_meta_rl.envs import probe
 from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.logger import previous_run_id
 from lightning_meta_rl.module import MetaRLModule
+from lightning_meta_rl.population import PopulationDataModule, PopulationModule, requested_population
 from lightning_meta_rl.preemption import GracefulStop
 from lightning_meta_rl.rundir import RUN_DIR_ENV, RunDir
 from lightning_meta_rl.runtime import (
@@ -86,6 +88,16 @@ class MetaRLCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--population",
+            type=int,
+            default=1,
+            help="Train this many seeds of the DDPG arm in one process (seed_everything, seed_everything + 1, "
+            "...), each with its own environments, buffer and results in <run_dir>/seed_<s>/. Default: 1, one run.",
+        )
+        if self.model_class is PopulationModule:
+            parser.link_arguments("population", "model.population", apply_on="parse")
+            parser.link_arguments("population", "data.population", apply_on="parse")
         parser.add_argument(
             "--run_dir",
             type=str | None,
@@ -195,6 +207,9 @@ class MetaRLCLI(LightningCLI):
             config.ckpt_path = path  # Lightning looks for 'last' elsewhere in validate/test; the file it is
             self._checkpoint, self._checkpoint_path = read_checkpoint(path), path
             diff = mismatches(self._checkpoint, config.data.env_id, config.model)
+            saved_population = int(self._checkpoint["hyper_parameters"].get("population", 1))
+            if saved_population != config.get("population", 1):
+                diff.append(f"--population: checkpoint {saved_population}, this run {config.get('population', 1)}")
             if subcommand == "fit":  # resuming continues the same run: every difference is refused
                 self._refuse_mismatch(path, diff)
                 self._stop_if_complete(path, config.data)
@@ -208,7 +223,7 @@ class MetaRLCLI(LightningCLI):
         is touched. A larger --data.total_env_steps than the run reached extends it."""
         checkpoint = self._checkpoint
         assert checkpoint is not None
-        state = checkpoint.get("RolloutDataModule") or {}
+        state = data_module_state(checkpoint)
         per_rank = state.get("per_rank") or [state]
         reached = min(int(s.get("env_steps", 0)) for s in per_rank)
         total_env_steps = data.total_env_steps
@@ -279,6 +294,14 @@ class MetaRLCLI(LightningCLI):
             return
         self.run_dir.release()
         if not self.trainer.is_global_zero or not isinstance(model, MetaRLModule):
+            return
+        if isinstance(model, PopulationModule):
+            scores = ", ".join(f"seed {s}: {v:.2f}" for s, v in model.final_scores().items())
+            print(
+                f"lightning-meta-rl: final eval/return by seed ({scores}) after {data.env_steps} env steps each; "
+                f"run directory: {self.trainer.default_root_dir}",
+                flush=True,
+            )
             return
         score = model.history.final_score()
         n = len(model.history.rows)
@@ -367,9 +390,10 @@ def trainer_defaults() -> dict[str, Any]:
 def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) -> MetaRLCLI:
     """Build (and by default run) the CLI; tests call this in-process."""
     default_wandb_mode()
+    population = requested_population(sys.argv[1:] if args is None else args)
     return MetaRLCLI(
-        MetaRLModule,
-        RolloutDataModule,
+        PopulationModule if population > 1 else MetaRLModule,
+        PopulationDataModule if population > 1 else RolloutDataModule,
         args=args,
         run=run,
         trainer_defaults=trainer_defaults(),

@@ -1,0 +1,280 @@
+"""``--population=N``: N seeds of the DDPG arm trained in one process.
+
+Member k is the run of seed ``seed_everything + k``: its own environments and their seeds, initial weights,
+noise and minibatch streams, replay buffer and observation statistics (one ``RolloutDataModule`` per member,
+seeded as that single run would be). What is shared is the computation: the N students are one stacked
+student (``Student.stack``), and each iteration's student updates are one stacked ``ddpg_step`` on the N
+members' own minibatches (``Batch.stack``). The members collect the same number of steps in every iteration,
+so they earn the same number of updates and step together; each writes its own ``seed_<s>/metrics.csv``.
+
+Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are whole episodes), one W&B run per
+member, retiring a diverged member while the others go on, and exporting a member as a single-seed checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, cast
+
+import torch
+import yaml
+
+from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
+from lightning_meta_rl.datamodule import RolloutDataModule
+from lightning_meta_rl.divergence import diverged
+from lightning_meta_rl.errors import ConfigError
+from lightning_meta_rl.evaluation import Evaluation
+from lightning_meta_rl.exploration import DeterministicPolicy, ExplorationPolicy, UniformPolicy, build_exploration
+from lightning_meta_rl.learner import make_adam
+from lightning_meta_rl.module import MetaRLModule
+from lightning_meta_rl.networks import ActionScale, Actor, Student
+from lightning_meta_rl.ranks import gather_per_rank, own_rank
+from lightning_meta_rl.types import Batch, IterationRecord
+
+
+def _check_population(population: int) -> None:
+    if population < 2:
+        raise ConfigError(f"--population must be at least 2 for a population run, got {population}")
+
+
+class PopulationDataModule(RolloutDataModule):
+    """The data of N members: one ``RolloutDataModule`` per seed (``seed + k``), each complete in itself.
+
+    Args: those of RolloutDataModule, and ``population``, the number of members (set by ``--population``).
+    """
+
+    def __init__(self, *args: Any, population: int = 2, **kwargs: Any) -> None:
+        _check_population(population)
+        super().__init__(*args, **kwargs)
+        self.population = population
+        self.member_args = (args, kwargs)
+        self.members: list[RolloutDataModule] = []
+
+    def setup(self, stage: str) -> None:
+        if self.members:
+            return
+        args, kwargs = self.member_args
+        self.members = [RolloutDataModule(*args, **{**kwargs, "seed": self.seed + k}) for k in range(self.population)]
+        for member in self.members:
+            member.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        for member in self.members:
+            member.teardown(stage)
+
+    @property
+    def env_steps(self) -> int:
+        """Each member's environment steps (they collect in step: every member has the same count)."""
+        return self.members[0].env_steps if self.members else self._env_steps
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        self._env_steps = value
+
+    def sample_stacked(self, batch_size: int, device: torch.device | None = None) -> Batch:
+        """One minibatch per member from its own buffer, stacked ``[N, B, ...]``."""
+        return Batch.stack([m.sample(batch_size, device) for m in self.members])
+
+    def state_dict(self) -> dict[str, Any]:
+        members = [m.state_dict() for m in self.members]
+        state = {"env_id": self.env_id, "env_steps": self.env_steps, "members": members}  # read before resuming
+        return gather_per_rank(self.trainer, state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.setup("fit")
+        members = own_rank(self.trainer, state)["members"]
+        if len(members) != self.population:
+            raise ConfigError(f"the checkpoint holds {len(members)} members, this run --population={self.population}")
+        for member, s in zip(self.members, members, strict=True):
+            member.load_state_dict(s)
+
+    def restore_pending_state(self) -> None:
+        for member in self.members:
+            member.restore_pending_state()
+
+
+class PopulationModule(MetaRLModule):
+    """N students of the DDPG arm as one stacked student; see the module docstring.
+
+    Args: those of MetaRLModule, and ``population``, the number of members (set by ``--population``).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        action_low: list[float],
+        action_high: list[float],
+        student: StudentConfig = StudentConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        teacher: TeacherConfig = TeacherConfig(),  # noqa: B008
+        meta: MetaConfig = MetaConfig(),  # noqa: B008
+        utd_ratio: float = 0.25,
+        compile: bool = False,
+        population: int = 2,
+    ) -> None:
+        _check_population(population)
+        if teacher.learned or teacher.kind == "param":
+            raise ConfigError(
+                f"--population trains the DDPG arm with fixed noise (gaussian, ou, pink) so far; "
+                f"model.teacher.kind={teacher.kind} is not available in a population yet. Run its seeds as "
+                f"separate processes."
+            )
+        seed = torch.initial_seed()  # what seed_everything set: member k is built as the run of seed + k
+        super().__init__(obs_dim, act_dim, action_low, action_high, student, teacher, meta, utd_ratio, compile)
+        scale = ActionScale(action_low, action_high)
+        members = []
+        for k in range(population):
+            torch.manual_seed(seed + k)
+            members.append(Student(obs_dim, scale, student.hidden, student.layer_norm))
+        self.student = Student.stack(members)
+        self.population = population
+        self.seeds = [seed + k for k in range(population)]
+        self.explorations = [build_exploration(teacher, obs_dim, scale, student.layer_norm) for _ in members]
+        self.actors: list[Actor] = [m.actor for m in members]  # plain copies of each member's actor, for acting
+        self.evaluations = [Evaluation() for _ in members]
+
+    @property
+    def history(self) -> Any:
+        return self.evaluations[0].history
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        cfg = self.student_cfg
+        actor, critic = self.student.actor.parameters(), self.student.critic.parameters()
+        return [make_adam(actor, cfg.actor_lr), make_adam(critic, cfg.critic_lr)]
+
+    def _sync_actors(self) -> None:
+        """Each member's plain actor takes its member's current parameters (after every update phase)."""
+        with torch.no_grad():
+            for k, actor in enumerate(self.actors):
+                for dst, src in zip(actor.parameters(), self.student.actor.parameters(), strict=True):
+                    dst.copy_(src[k])
+
+    def on_train_start(self) -> None:
+        data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
+        self._reduce = None
+        if self.trainer.world_size > 1:
+            raise ConfigError("--population runs in one process: its seeds are the parallelism (no DDP)")
+        data.restore_pending_state()
+        root = self.trainer.default_root_dir
+        for seed, evaluation, member in zip(self.seeds, self.evaluations, data.members, strict=True):
+            path = os.path.join(root, f"seed_{seed}", "metrics.csv") if self.trainer.is_global_zero else None
+            evaluation.start(path, member.env_steps, member.eval_every)
+        self._sync_actors()
+        if data.env_steps > 0:
+            return
+        for member, actor in zip(data.members, self.actors, strict=True):
+            if member.warmup_steps > 0:
+                member.add(member.collect_steps(UniformPolicy(actor.scale, member.noise_rng), member.warmup_steps))
+        self.credit.steps_credited = data.env_steps
+
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
+        self.iteration += 1
+        start = data.env_steps
+        d0s = []
+        for member, exploration, actor in zip(data.members, self.explorations, self.actors, strict=True):
+            view = cast(Student, _ActorView(actor))  # noise around this member's mu(s)
+            d0 = member.collect_steps(ExplorationPolicy(exploration, view, member.noise_rng), self.meta_cfg.d0_steps)
+            member.add(d0)
+            d0s.append(d0)
+        n = self.credit.due(data.env_steps)
+        self.credit.spend(n)
+        actor_opt, critic_opt = self._student_optimizers()
+        batches = (data.sample_stacked(self.student_cfg.batch_size, self.device) for _ in range(n))
+        metrics = self.learner.update(self.student, actor_opt, critic_opt, batches)
+        self._sync_actors()
+        self.last_iteration = IterationRecord(start, data.env_steps, d0s[0])
+        returns = [d.mean_return for d in d0s if d.episode_returns]
+        out = {f"student/{k}": v for k, v in metrics.items()} | {"student/updates": float(n)}
+        out |= {"env_steps": float(data.env_steps)}
+        if returns:
+            out["train/episode_return"] = sum(returns) / len(returns)
+        self.cadence.pending = out
+        for name in ("student/critic_loss", "student/actor_loss"):
+            if name in out and not math.isfinite(out[name]):
+                self._population_diverged(name)
+        stop = data.budget_spent
+        if stop:
+            self.trainer.should_stop = True
+        if any(e.due(data.env_steps, last=stop) for e in self.evaluations):
+            self._evaluate_members(data)
+
+    def _population_diverged(self, what: str) -> None:
+        raise diverged([what], self.iteration, self.trainer.datamodule.env_steps)  # type: ignore[attr-defined]
+
+    def _evaluate_members(self, data: PopulationDataModule) -> None:
+        scores = []
+        for member, actor, evaluation in zip(data.members, self.actors, self.evaluations, strict=True):
+            ret = member.evaluate(DeterministicPolicy(actor)).mean_return
+            evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, math.nan)
+            scores.append(ret)
+        mean = sum(scores) / len(scores)
+        metrics = {"eval/return": mean, "eval/env_steps": float(data.env_steps)}
+        self.log_dict(metrics, batch_size=1, prog_bar=True, logger=False)
+        self.evaluation.publish(self.loggers, metrics | {"env_steps": metrics["eval/env_steps"]}, self.iteration - 1)
+
+    def final_scores(self) -> dict[int, float]:
+        """Each member's final score (the mean of its last 10% of evaluations), by seed."""
+        return {seed: e.history.final_score() for seed, e in zip(self.seeds, self.evaluations, strict=True)}
+
+    def validation_step(self, batch: int, batch_idx: int) -> None:
+        raise ConfigError("validate/test evaluate one student: export a member of the population first")
+
+    test_step = validation_step
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["population"] = {
+            "seeds": self.seeds,
+            "evaluations": [e.state_dict() for e in self.evaluations],
+            "explorations": [x.extra_state() for x in self.explorations],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("population")
+        if state is None:
+            raise ConfigError("this checkpoint is not a population's (no 'population' entry)")
+        if list(state["seeds"]) != self.seeds:
+            raise ConfigError(f"the checkpoint's seeds {state['seeds']} are not this run's {self.seeds}")
+        for evaluation, s in zip(self.evaluations, state["evaluations"], strict=True):
+            evaluation.load_state_dict(s)
+        for exploration, s in zip(self.explorations, state["explorations"], strict=True):
+            exploration.load_extra_state(s)
+
+
+class _ActorView:
+    """What an exploration needs from a student (its ``actor``) for one member."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+
+
+def requested_population(args: Any) -> int:
+    """The ``--population`` a command line asks for (also read from its ``--config`` files, where a resumed run's
+    config.yaml keeps it), so that the CLI can build the population's classes; 1 when not asked for."""
+    argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else []
+    found = 1
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--population=") else None
+        if arg == "--population" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if arg == "--config" and i + 1 < len(argv):
+            value = str(_config_population(argv[i + 1]) or "") or None
+        if value is not None:
+            try:
+                found = int(value)
+            except ValueError:
+                return 1  # the parser reports the bad value in its own words
+    return found
+
+
+def _config_population(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    value = config.get("population") if isinstance(config, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,120 @@
+"""``--population=N`` (lightning_meta_rl/population.py): N seeds of the DDPG arm in one process, each member the
+run of its seed; per-seed results; checkpoint, interruption and resume of the whole population."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMOKE, TINY, fit
+from test_cluster import run_main
+
+from lightning_meta_rl.population import PopulationModule, requested_population
+
+DDPG = ["--model.teacher.kind=gaussian", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+
+
+def curve(path: Path) -> list[tuple[float, float]]:
+    with open(path, newline="") as f:
+        return [(float(r["env_steps"]), float(r["eval/return"])) for r in csv.DictReader(f)]
+
+
+def test_each_member_is_the_run_of_its_seed(tmp_path: Path) -> None:
+    """Member k trains as the single run of seed 5 + k: same environments, initial weights, noise, minibatches
+    and evaluations, up to the float order of the stacked products (relative 1e-5 on the returns)."""
+    pop = fit(tmp_path / "pop", *DDPG, "--seed_everything=5", "--population=2", "--data.total_env_steps=1200")
+    assert isinstance(pop.model, PopulationModule) and pop.model.seeds == [5, 6]
+    for k, seed in enumerate((5, 6)):
+        single = fit(tmp_path / f"single{seed}", *DDPG, f"--seed_everything={seed}", "--data.total_env_steps=1200")
+        expected = curve(tmp_path / f"single{seed}" / "metrics.csv")
+        got = curve(tmp_path / "pop" / f"seed_{seed}" / "metrics.csv")
+        assert len(got) == len(expected) >= 3
+        for (s1, r1), (s2, r2) in zip(got, expected, strict=True):
+            assert s1 == s2 and r1 == pytest.approx(r2, rel=1e-5), (seed, got, expected)
+        member = pop.model.student.member(k)
+        for (name, x), (_, y) in zip(
+            member.state_dict().items(), single.model.student.state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=f"seed {seed}: {name}")
+    assert not (tmp_path / "pop" / "metrics.csv").exists()  # results are per seed
+
+
+def test_the_end_line_reports_every_seed_and_the_members_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(run), *TINY, *DDPG, "--population=3") == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "final eval/return by seed" in ln)
+    assert all(f"seed {s}:" in line for s in (0, 1, 2))
+    finals = [curve(run / f"seed_{s}" / "metrics.csv")[-1][1] for s in (0, 1, 2)]
+    assert len(set(finals)) == 3  # three independent runs, not one run three times
+    assert "population: 3" in (run / "config.yaml").read_text()
+
+
+def test_an_interrupted_population_resumes_to_what_an_uninterrupted_one_reaches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [*TINY, *DDPG, "--population=2", "--data.total_env_steps=2000", "--data.eval_every=400"]
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(tmp_path / "whole"), *args) == 0
+    original = PopulationModule.training_step
+
+    def step(self: PopulationModule, batch: int, batch_idx: int) -> None:
+        if self.iteration + 1 == 8:  # mid-run, between two checkpoints
+            os.kill(os.getpid(), signal.SIGTERM)
+        original(self, batch, batch_idx)
+
+    monkeypatch.setattr(PopulationModule, "training_step", step)
+    cut = tmp_path / "cut"
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(cut), *args) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "Resume with: " in ln)
+    resume = shlex.split(line.split("Resume with: ", 1)[1])[3:]
+    assert "--population=2" in resume  # the command it prints is the run's own, ready to paste
+    assert run_main(*resume) == 0
+    for seed in (0, 1):
+        assert curve(cut / f"seed_{seed}" / "metrics.csv") == curve(tmp_path / "whole" / f"seed_{seed}" / "metrics.csv")
+
+
+def test_a_population_checkpoint_is_refused_by_a_run_of_another_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(run), *TINY, *DDPG, "--population=2") == 0
+    capsys.readouterr()
+    more = ["--data.total_env_steps=1600", "--ckpt_path", "last"]
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(run), *TINY, *DDPG, *more) == 2
+    assert "--population: checkpoint 2, this run 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["meta", "param"])
+def test_kinds_not_available_in_a_population_are_refused_in_one_paragraph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    code = run_main(
+        "fit",
+        "--config",
+        SMOKE,
+        "--run_dir",
+        str(tmp_path / "r"),
+        *TINY,
+        f"--model.teacher.kind={kind}",
+        "--population=2",
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "not available in a population yet" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_population_is_read_from_the_command_line_and_from_a_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("population: 4\nseed_everything: 0\n")
+    assert requested_population(["fit", "--population", "3"]) == 3
+    assert requested_population(["fit", "--population=5"]) == 5
+    assert requested_population(["fit", "--config", str(config)]) == 4
+    assert requested_population(["fit", "--config", str(config), "--population=2"]) == 2  # the later one wins
+    assert requested_population(["fit"]) == 1
