@@ -23,20 +23,14 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from lightning_meta_rl.checkpoint import (
     EnvStepCheckpoint,
-    data_mismatches,
-    data_module_state,
-    mismatches,
-    read_checkpoint,
-    resolve_ckpt_path,
-    space_mismatches,
 )
 from lightning_meta_rl.datamodule import RolloutDataModule
-from lightning_meta_rl.envs import probe
 from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.logger import previous_run_id
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.population import PopulationDataModule, PopulationModule, requested_population
-from lightning_meta_rl.preemption import GracefulStop
+from lightning_meta_rl.preemption import GracefulStop, resume_args
+from lightning_meta_rl.resume import check_ckpt_path, check_spaces, refuse_unknown_empty_sections
 from lightning_meta_rl.rundir import RUN_DIR_ENV, RunDir
 from lightning_meta_rl.runtime import (
     check_accelerator,
@@ -190,72 +184,13 @@ class MetaRLCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        _refuse_unknown_empty_sections(config)
-        ckpt_path = config.get("ckpt_path")
-        path = None if ckpt_path is None else resolve_ckpt_path(str(ckpt_path), config.get("run_dir"))
-        if path is None and str(ckpt_path) == "last" and config.get("run_dir") is None:
-            raise UserError(
-                "--ckpt_path last names the checkpoint of the run given by --run_dir, and no --run_dir was given. "
-                "Add the run's --run_dir (the same one it was started with), or give the checkpoint file's path."
-            )
-        if path is None and str(ckpt_path) == "last" and subcommand != "fit":
-            raise UserError(
-                f"--ckpt_path last: there is no checkpoint at {config.get('run_dir')}/checkpoints/last.ckpt to "
-                f"{subcommand}. Give the run's --run_dir, or the checkpoint file's path."
-            )
-        if path is not None:
-            config.ckpt_path = path  # Lightning looks for 'last' elsewhere in validate/test; the file it is
-            self._checkpoint, self._checkpoint_path = read_checkpoint(path), path
-            diff = mismatches(self._checkpoint, config.data.env_id, config.model)
-            saved_population = int(self._checkpoint["hyper_parameters"].get("population", 1))
-            if saved_population != config.get("population", 1):
-                diff.append(f"--population: checkpoint {saved_population}, this run {config.get('population', 1)}")
-            if subcommand == "fit":  # resuming continues the same run: every difference is refused
-                self._refuse_mismatch(path, diff)
-                self._stop_if_complete(path, config.data)
-            else:  # validate / test build the checkpoint's networks; only another environment cannot work
-                self._refuse_mismatch(path, [d for d in diff if d.startswith("environment")])
-                if diff:
-                    print(f"lightning-meta-rl: using the checkpoint's settings ({'; '.join(diff)})", flush=True)
-
-    def _stop_if_complete(self, path: str, data: Any) -> None:
-        """A requeued job that resumes a finished run changes nothing: one line, exit status 0, before any file
-        is touched. A larger --data.total_env_steps than the run reached extends it."""
-        checkpoint = self._checkpoint
-        assert checkpoint is not None
-        state = data_module_state(checkpoint)
-        per_rank = state.get("per_rank") or [state]
-        reached = min(int(s.get("env_steps", 0)) for s in per_rank)
-        total_env_steps = data.total_env_steps
-        if reached >= total_env_steps:
-            # settings that do not fit are refused as for any resume (before_fit checks them for a run that goes on)
-            spec = probe(data.env_id, data.env_kwargs)
-            diff = space_mismatches(checkpoint, data.env_id, spec.obs_dim, spec.act_dim)
-            self._refuse_mismatch(path, diff + data_mismatches(checkpoint, data, len(per_rank)))
-            print(
-                f"lightning-meta-rl: the run is already complete ({reached} of --data.total_env_steps="
-                f"{total_env_steps} env steps in {path}); nothing to do. A larger --data.total_env_steps extends it.",
-                flush=True,
-            )
-            raise SystemExit(0)
+        refuse_unknown_empty_sections(config)
+        self._checkpoint, self._checkpoint_path = check_ckpt_path(config, subcommand)
 
     def _check_spaces(self) -> None:
-        """The checkpoint's observation and action sizes against the environment's (known once it exists), and
-        for a resumed fit the data settings its state depends on."""
         if self._checkpoint is not None and isinstance(self.datamodule, RolloutDataModule):
-            data = self.datamodule
-            diff = space_mismatches(self._checkpoint, data.env_id, data.obs_dim, data.act_dim)
-            if self.subcommand == "fit":
-                diff += data_mismatches(self._checkpoint, data, self.trainer.world_size)
-            self._refuse_mismatch(self._checkpoint_path, diff)
-
-    @staticmethod
-    def _refuse_mismatch(path: str, diff: list[str]) -> None:
-        if diff:
-            raise UserError(
-                f"Checkpoint '{path}' does not fit this run: {'; '.join(diff)}. Resume with the settings the "
-                f"run was started with (its config.yaml: --config <run_dir>/config.yaml), or start a new run "
-                f"without --ckpt_path."
+            check_spaces(
+                self._checkpoint, self._checkpoint_path, self.datamodule, self.subcommand, self.trainer.world_size
             )
 
     def _start_line(self) -> None:
@@ -325,53 +260,6 @@ class MetaRLCLI(LightningCLI):
             f"python -m lightning_meta_rl {shlex.join(args)}",
             flush=True,
         )
-
-
-def _empty_sections(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of the empty mappings in a loaded YAML tree."""
-    if not isinstance(tree, dict):
-        return []
-    out: list[str] = []
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out += _empty_sections(value, name + ".") if value else [name]
-    return out
-
-
-def _refuse_unknown_empty_sections(config: Any) -> None:
-    """An empty section under a misspelt name (``model: {teacherr: {}}``) holds no option for the parser to
-    reject, so it would pass silently: each empty section of a --config file must name a known setting."""
-    for path in config.get("config") or []:
-        try:
-            tree = yaml.safe_load(path.get_content())
-        except (OSError, AttributeError, yaml.YAMLError):
-            continue
-        unknown = [key for key in _empty_sections(tree) if key not in config]
-        if unknown:
-            raise UserError(
-                f"Config file '{path}' has {'sections' if len(unknown) > 1 else 'a section'} that no setting has: "
-                f"{', '.join(unknown)} (empty, so nothing else flagged it). Check the spelling against "
-                f"--print_config, or remove it."
-            )
-
-
-def resume_args(argv: list[str], run_dir: str) -> list[str]:
-    """The command-line arguments that resume a run started with ``argv``: the same, with this ``--run_dir``
-    and ``--ckpt_path last``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--run_dir", "--ckpt_path"):
-            skip = True
-            continue
-        if arg.startswith(("--run_dir=", "--ckpt_path=")):
-            continue
-        out.append(arg)
-    return [*out, "--run_dir", run_dir, "--ckpt_path", "last"]
 
 
 def trainer_defaults() -> dict[str, Any]:

@@ -25,10 +25,11 @@ from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.divergence import diverged
 from lightning_meta_rl.errors import ConfigError
 from lightning_meta_rl.evaluation import Evaluation
-from lightning_meta_rl.exploration import DeterministicPolicy, ExplorationPolicy, UniformPolicy, build_exploration
+from lightning_meta_rl.exploration import build_exploration
 from lightning_meta_rl.learner import make_adam
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
+from lightning_meta_rl.policies import DeterministicPolicy, ExplorationPolicy, UniformPolicy
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.types import Batch, IterationRecord
 

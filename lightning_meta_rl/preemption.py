@@ -84,3 +84,21 @@ class GracefulStop(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+
+def resume_args(argv: list[str], run_dir: str) -> list[str]:
+    """The command-line arguments that resume a run started with ``argv``: the same, with this ``--run_dir``
+    and ``--ckpt_path last``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--run_dir", "--ckpt_path"):
+            skip = True
+            continue
+        if arg.startswith(("--run_dir=", "--ckpt_path=")):
+            continue
+        out.append(arg)
+    return [*out, "--run_dir", run_dir, "--ckpt_path", "last"]

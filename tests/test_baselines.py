@@ -15,8 +15,9 @@ from conftest import SMOKE, TINY, clear_run_dir_env, finish_wandb, fit, read_met
 from lightning_meta_rl.cli import cli
 from lightning_meta_rl.config import TeacherConfig
 from lightning_meta_rl.errors import ConfigError
-from lightning_meta_rl.exploration import Exploration, ParamNoise, PinkNoise, build_exploration
+from lightning_meta_rl.exploration import Exploration, build_exploration
 from lightning_meta_rl.networks import ActionScale, Student
+from lightning_meta_rl.noise import ParamNoise, PinkNoise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from lightning_meta_rl.exploration import UniformPolicy
 from lightning_meta_rl.networks import ActionScale, Actor, Critic, GaussianHead
+from lightning_meta_rl.policies import UniformPolicy
 
 LOW, HIGH = [-1.0, 0.0], [3.0, 0.5]
 

@@ -10,9 +10,11 @@ from conftest import DRIFT_HIGH, DRIFT_ID, DRIFT_LIMIT, DRIFT_LOW, ConstantPolic
 
 from lightning_meta_rl.buffer import ReplayBuffer
 from lightning_meta_rl.envs import EnvRunner, probe
-from lightning_meta_rl.exploration import ExplorationPolicy, GaussianNoise, MetaTeacher
+from lightning_meta_rl.exploration import GaussianNoise
 from lightning_meta_rl.networks import ActionScale, Student
+from lightning_meta_rl.policies import ExplorationPolicy
 from lightning_meta_rl.rollout import Collector
+from lightning_meta_rl.teachers import MetaTeacher
 
 PUSH = [0.4, 0.25]  # x: 0.4, 0.8, 1.2 -> terminates on the 3rd step
 STAY = [0.0, 0.0]  # x stays 0 -> truncated by the time limit after DRIFT_LIMIT steps

@@ -11,20 +11,13 @@ import torch
 from conftest import fit, params_snapshot, same
 
 from lightning_meta_rl.config import TeacherConfig
-from lightning_meta_rl.exploration import (
-    KINDS,
-    ExplorationPolicy,
-    GaussianNoise,
-    MetaStateTeacher,
-    MetaTeacher,
-    MetaVarianceTeacher,
-    OUNoise,
-    build_exploration,
-)
+from lightning_meta_rl.exploration import KINDS, GaussianNoise, OUNoise, build_exploration
 from lightning_meta_rl.learner import AdamState, Learner, make_adam
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student
+from lightning_meta_rl.policies import ExplorationPolicy
+from lightning_meta_rl.teachers import MetaStateTeacher, MetaTeacher, MetaVarianceTeacher
 from lightning_meta_rl.types import Batch
 
 LOW, HIGH = [-1.0, 0.0], [3.0, 0.5]

@@ -20,10 +20,11 @@ from conftest import SMOKE, TINY, clear_run_dir_env, finish_wandb, fit, params_s
 from lightning_meta_rl.cli import cli
 from lightning_meta_rl.config import VARIANCE_STD_LR, TeacherConfig
 from lightning_meta_rl.errors import ConfigError
-from lightning_meta_rl.exploration import ExplorationPolicy, MetaStateTeacher, MetaTeacher, MetaVarianceTeacher
 from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student
+from lightning_meta_rl.policies import ExplorationPolicy
+from lightning_meta_rl.teachers import MetaStateTeacher, MetaTeacher, MetaVarianceTeacher
 from lightning_meta_rl.types import Rollout
 
 pytestmark = pytest.mark.usefixtures("one_thread")

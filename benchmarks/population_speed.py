@@ -1,0 +1,104 @@
+"""Total environment steps per second of ``--population=N`` against one single-seed run of the same command.
+
+Whole commands, as a user starts them (``python -m lightning_meta_rl fit ...``, one torch thread, W&B off, no
+callbacks, reporting evaluation only at the end): the single run of seed 0 and the population of N seeds
+(0..N-1) alternate for ``--rounds`` rounds; each command's wall time includes its start-up. The figure is
+``N * steps / wall`` for the population against ``steps / wall`` for the single run, per round, with the
+median over rounds.
+
+    python benchmarks/population_speed.py                 # Hopper-v5 DDPG, N = 8, eager and compiled
+    python benchmarks/population_speed.py --quick         # a short run (prints, writes nothing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "population" / "population_speed.md"
+
+
+def command(run_dir: Path, config: str, steps: int, population: int, compile: bool) -> list[str]:
+    args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", config, "--run_dir", str(run_dir)]
+    args += [f"--data.total_env_steps={steps}", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
+    args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+    args += ["--trainer.enable_model_summary=false", f"--model.compile={'true' if compile else 'false'}"]
+    return args + ([f"--population={population}"] if population > 1 else [])
+
+
+def wall(cmd: list[str]) -> float:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    t = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def measure(config: str, steps: int, population: int, compile: bool, rounds: int) -> dict[str, float]:
+    ratios, single_rates, pop_rates = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            order = ("single", "population") if r % 2 == 0 else ("population", "single")
+            times = {}
+            for arm in order:
+                n = population if arm == "population" else 1
+                times[arm] = wall(command(Path(tmp) / f"{arm}{r}", config, steps, n, compile))
+            single, pop = steps / times["single"], population * steps / times["population"]
+            single_rates.append(single)
+            pop_rates.append(pop)
+            ratios.append(pop / single)
+    return {
+        "single": statistics.median(single_rates),
+        "population": statistics.median(pop_rates),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/hopper_ddpg.yaml")
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6000, help="env steps per seed, warm-up included")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="Pendulum, N=2, 1500 steps, one round, eager only")
+    args = parser.parse_args()
+    if args.quick:
+        args.config, args.population, args.steps, args.rounds = "conf/smoke.yaml", 2, 1500, 1
+    modes = (False,) if args.quick else (False, True)
+    results = {m: measure(args.config, args.steps, args.population, m, args.rounds) for m in modes}
+    lines = [
+        f"# --population={args.population} against one single-seed run ({args.config})",
+        "",
+        f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one "
+        f"torch thread per process; `python benchmarks/population_speed.py` with {args.steps} env steps per "
+        f"seed, {args.rounds} alternating rounds, whole commands (start-up included).",
+        "",
+        "| update | single run env steps/s | population total env steps/s | population / single (median) | min | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for compiled, r in results.items():
+        lines.append(
+            f"| {'compiled' if compiled else 'eager'} | {r['single']:.0f} | {r['population']:.0f} | "
+            f"{r['ratio']:.2f} | {r['ratio_min']:.2f} | {r['ratio_max']:.2f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.quick:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
