@@ -23,6 +23,7 @@ from lightning_meta_rl.ranks import attached_trainer, gather_per_rank, own_rank
 from lightning_meta_rl.runtime import global_seed, warn_if_unseeded
 from lightning_meta_rl.schedule import LogCadence, UpdateCredit
 from lightning_meta_rl.teachers import LearnedTeacher
+from lightning_meta_rl.trainlog import TrainLog
 from lightning_meta_rl.types import Batch, IterationRecord, Rollout, RolloutEngine
 
 __all__ = ["MetaConfig", "MetaRLModule", "StudentConfig", "TeacherConfig"]
@@ -74,6 +75,7 @@ class MetaRLModule(L.LightningModule):
         self.teacher_steps = 0  # optimizer steps the teacher has taken (stays 0 for a frozen teacher)
         self.last_iteration: IterationRecord | None = None  # for callbacks (media, diagnostics)
         self.cadence = LogCadence()  # which iterations' metrics reach the loggers
+        self.train_log = TrainLog()  # and <run_dir>/train_metrics.csv
         self._reduce: Reduce | None = None  # set when training starts: gradient averaging across processes
         self._seed_at_build = global_seed()  # the initial weights' seed, if any (checked when a fresh fit starts)
 
@@ -121,6 +123,7 @@ class MetaRLModule(L.LightningModule):
         data = self.data
         self._reduce = average_across(self.trainer.strategy, self.trainer.world_size)  # DDP: averaged gradients
         data.restore_pending_state()
+        self.train_log.start(self.trainer.default_root_dir if self.trainer.is_global_zero else None, self.iteration)
         path = os.path.join(self.trainer.default_root_dir, "metrics.csv") if self.trainer.is_global_zero else None
         self.evaluation.start(path, data.env_steps, data.eval_every)
         if data.env_steps > 0:  # resumed from a checkpoint: warm-up and first R(pi) are done
@@ -149,7 +152,9 @@ class MetaRLModule(L.LightningModule):
         # after every callback's hook (a Timer may have set should_stop there); log_dict costs milliseconds,
         # so it is called only for the iterations whose metrics Lightning writes
         if self._metrics_written(self.trainer.should_stop) and self.cadence.pending:
-            self.log_dict(self.cadence.take(), on_step=True, prog_bar=False, batch_size=1)
+            metrics = self.cadence.take()
+            self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=1)
+            self.train_log.append(self.iteration, metrics)
 
     def _metrics_written(self, last: bool) -> bool:
         return self.cadence.written(self.iteration, self.trainer.log_every_n_steps, last)  # type: ignore[attr-defined]

@@ -157,6 +157,7 @@ class PopulationModule(MetaRLModule):
         if self.trainer.world_size > 1:
             raise ConfigError("--population runs in one process: its seeds are the parallelism (no DDP)")
         data.restore_pending_state()
+        self.train_log.start(self.trainer.default_root_dir if self.trainer.is_global_zero else None, self.iteration)
         root = self.trainer.default_root_dir
         for seed, evaluation, member in zip(self.seeds, self.evaluations, data.members, strict=True):
             path = os.path.join(root, f"seed_{seed}", "metrics.csv") if self.trainer.is_global_zero else None

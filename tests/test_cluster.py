@@ -414,3 +414,51 @@ def test_python_fit_without_a_seed_says_it_cannot_be_repeated(monkeypatch: pytes
     with pytest.warns(UserWarning, match="seed_everything"):
         trainer.fit(model, datamodule=data)
     assert torch.isfinite(next(model.parameters())).all()
+
+
+# ----------------------------------------------------------------------------- 7. training metrics, locally
+def train_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "train_metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_logged_training_metric_is_also_written_locally(tmp_path: Path) -> None:
+    """With W&B off (the tests' mode), the losses, meta-reward and teacher statistics are still readable from
+    <run_dir>/train_metrics.csv, one row per metric and logged iteration, with the value the loggers got."""
+    run = tmp_path / "run"
+    c = fit(run, "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]")
+    rows = train_rows(run)
+    metrics = {r["metric"] for r in rows}
+    assert {"student/critic_loss", "student/actor_loss", "meta/reward", "teacher/loss", "teacher/sigma"} <= metrics
+    iterations = sorted({int(r["iteration"]) for r in rows})
+    assert iterations == list(range(1, c.model.iteration + 1))  # every iteration, at log_every_n_steps=1
+    last = {r["metric"]: float(r["value"]) for r in rows if int(r["iteration"]) == c.model.iteration}
+    assert last["teacher/steps"] == c.model.teacher_steps
+    assert all(r["value"] not in ("nan", "") for r in rows)  # a metric not measured has no row
+
+
+def test_a_resumed_run_keeps_its_training_metrics_up_to_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    signal_at_iteration(monkeypatch, signal.SIGTERM, iteration=3)
+    args = fit_args(run, "--data.total_env_steps=2500", "--trainer.log_every_n_steps=1", "--trainer.callbacks=[]")
+    assert run_main(*args) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    saved = int(read_checkpoint(str(run / "checkpoints" / "last.ckpt"))["meta_rl"]["iteration"])
+    (run / "train_metrics.csv").open("a").write(f"{saved + 5},0,student/critic_loss,1.0\n")  # rows past it
+    assert (
+        run_main(
+            *fit_args(
+                run,
+                "--data.total_env_steps=2500",
+                "--trainer.log_every_n_steps=1",
+                "--trainer.callbacks=[]",
+                "--ckpt_path",
+                "last",
+            )
+        )
+        == 0
+    )
+    iterations = [int(r["iteration"]) for r in train_rows(run) if r["metric"] == "student/critic_loss"]
+    assert iterations == sorted(set(iterations)) and iterations[-1] > saved  # no row twice, none left over
