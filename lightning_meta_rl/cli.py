@@ -44,6 +44,7 @@ from lightning_meta_rl.runtime import (
 __all__ = ["RUN_DIR_ENV", "MetaRLCLI", "cli", "main", "wandb_has_credentials"]
 
 EXIT_REFUSED = 2  # a UserError: refused at start (nothing left behind) or stopped with a message
+EXIT_RETIRED = 3  # a population finished, but some of its seeds were retired (diverged)
 EXIT_SIGNAL_BASE = 128  # stopped by signal N with a checkpoint saved: 128 + N, as a shell reports a signal
 
 
@@ -79,6 +80,7 @@ class MetaRLCLI(LightningCLI):
         given = kwargs.get("args")
         self.argv = [str(a) for a in given] if isinstance(given, list) else sys.argv[1:]  # for the resume line
         self.stopped_by: int | None = None  # the signal that stopped training, if one did
+        self.retired: list[int] = []  # seeds of a population retired during training
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -231,7 +233,11 @@ class MetaRLCLI(LightningCLI):
         if not self.trainer.is_global_zero or not isinstance(model, MetaRLModule):
             return
         if isinstance(model, PopulationModule):
-            scores = ", ".join(f"seed {s}: {v:.2f}" for s, v in model.final_scores().items())
+            self.retired = [model.seeds[k] for k in model.retired]
+            scores = ", ".join(
+                f"seed {s}: {v:.2f}" + (" (retired)" if s in self.retired else "")
+                for s, v in model.final_scores().items()
+            )
             print(
                 f"lightning-meta-rl: final eval/return by seed ({scores}) after {data.env_steps} env steps each; "
                 f"run directory: {self.trainer.default_root_dir}",
@@ -296,13 +302,16 @@ def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) 
 def main(args: ArgsType = None) -> None:
     """Console entry point. Exit statuses: 0 done (or already complete); 1 an unexpected error (a bug: a
     traceback); 2 a user error, in one paragraph (refused at start, leaving nothing behind, or stopped during
-    training, keeping the run directory); 128 + N stopped by signal N with a checkpoint saved."""
+    training, keeping the run directory); 3 a population finished with some seeds retired (diverged); 128 + N
+    stopped by signal N with a checkpoint saved."""
     run_dir = RunDir()  # only a directory this call begins may be removed
     code = 1  # an unexpected exception, until cli() returns
     argv = [str(a) for a in args] if isinstance(args, list) else sys.argv[1:]
     try:
         result = cli(args, run_dir=run_dir)
         code = 0 if result.stopped_by is None else EXIT_SIGNAL_BASE + result.stopped_by
+        if code == 0 and result.retired:
+            code = EXIT_RETIRED
     except UserError as exc:
         print(f"lightning-meta-rl: error: {exc}", file=sys.stderr)
         if _wants_traceback(argv):

@@ -208,14 +208,14 @@ def ddpg_step(
 ) -> dict[str, torch.Tensor]:
     """One DDPG step, in place on ``student`` and the Adam states. With stacked members, every field of
     ``batch`` is ``[M, B, ...]`` and member m learns from its own minibatch. ``reduce`` averages gradients
-    across processes (DDP) before each Adam step. Returns detached metrics, averaged over members."""
+    across processes (DDP) before each Adam step. Returns detached metrics, one per member (``[M]`` or ``[]``)."""
     with torch.no_grad():
         next_q = student.critic_target(batch.next_obs, student.actor_target(batch.next_obs))
         target = td_target(batch.reward, next_q, batch.terminated, gamma)
 
     def q_loss(critic: Callable[..., torch.Tensor], p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         q = critic(batch.obs, batch.action)
-        return critic_loss(q, target, [p[n] for n in student.critic_l2_names], critic_l2), q.detach().mean()
+        return critic_loss(q, target, [p[n] for n in student.critic_l2_names], critic_l2), q.detach().mean(-1)
 
     critic_params: Params = dict(student.critic.named_parameters())
     grads, loss_q, q_mean = gradients(q_loss, student.critic, critic_params)
@@ -231,7 +231,7 @@ def ddpg_step(
 
     polyak_update(student.actor_target, student.actor, tau)
     polyak_update(student.critic_target, student.critic, tau)
-    return {"critic_loss": loss_q.mean(), "actor_loss": loss_pi.mean(), "q": q_mean}
+    return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
 
 
 class Learner:
@@ -277,8 +277,19 @@ class Learner:
         reduce: Reduce | None = None,
     ) -> dict[str, float]:
         """The live student's updates, one per batch, with its optimizers' Adam state; mean metrics."""
+        return mean_metrics(self.steps(student, actor_opt, critic_opt, batches, reduce))
+
+    def steps(
+        self,
+        student: Student,
+        actor_opt: torch.optim.Optimizer,
+        critic_opt: torch.optim.Optimizer,
+        batches: Iterable[Batch],
+        reduce: Reduce | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """The live student's updates, one per batch; each update's metrics, per member."""
         actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
-        return mean_metrics([self.step(student, actor_adam, critic_adam, b, reduce) for b in batches])
+        return [self.step(student, actor_adam, critic_adam, b, reduce) for b in batches]
 
     def lookahead(
         self,
@@ -325,8 +336,13 @@ def _same_layout(clone: Student, student: Student, members: int | None) -> bool:
 
 
 def mean_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Each metric's mean over updates: one reduction per metric, not one addition per update."""
+    """Each metric's mean over updates (and members): one reduction per metric, not one addition per update."""
     return {k: float(torch.stack([m[k] for m in history]).mean()) for k in history[0]} if history else {}
+
+
+def member_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each metric's mean over updates, per member (``[M]``)."""
+    return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]} if history else {}
 
 
 def average_across(strategy: Any, world_size: int) -> Reduce | None:

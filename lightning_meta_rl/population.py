@@ -7,8 +7,12 @@ student (``Student.stack``), and each iteration's student updates are one stacke
 members' own minibatches (``Batch.stack``). The members collect the same number of steps in every iteration,
 so they earn the same number of updates and step together; each writes its own ``seed_<s>/metrics.csv``.
 
-Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are whole episodes), one W&B run per
-member, retiring a diverged member while the others go on, and exporting a member as a single-seed checkpoint.
+A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
+others go on, and the run ends with exit status 3.
+
+Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are whole episodes), one batched actor
+call for all members' actions (each member acts in turn), one W&B run per member, and exporting a member as
+a single-seed checkpoint.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import yaml
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.divergence import diverged
-from lightning_meta_rl.errors import ConfigError
+from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.evaluation import Evaluation
 from lightning_meta_rl.exploration import build_exploration
-from lightning_meta_rl.learner import make_adam
+from lightning_meta_rl.learner import make_adam, member_metrics
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, ExplorationPolicy, UniformPolicy
@@ -66,8 +70,8 @@ class PopulationDataModule(RolloutDataModule):
 
     @property
     def env_steps(self) -> int:
-        """Each member's environment steps (they collect in step: every member has the same count)."""
-        return self.members[0].env_steps if self.members else self._env_steps
+        """Each active member's environment steps (they collect in step; a retired member's count stops)."""
+        return max(m.env_steps for m in self.members) if self.members else self._env_steps
 
     @env_steps.setter
     def env_steps(self, value: int) -> None:
@@ -134,6 +138,7 @@ class PopulationModule(MetaRLModule):
         self.explorations = [build_exploration(teacher, obs_dim, scale, student.layer_norm) for _ in members]
         self.actors: list[Actor] = [m.actor for m in members]  # plain copies of each member's actor, for acting
         self.evaluations = [Evaluation() for _ in members]
+        self.retired: dict[int, str] = {}  # member index -> why and when it was retired
 
     @property
     def history(self) -> Any:
@@ -174,40 +179,76 @@ class PopulationModule(MetaRLModule):
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         self.iteration += 1
         start = data.env_steps
-        d0s = []
-        for member, exploration, actor in zip(data.members, self.explorations, self.actors, strict=True):
+        d0s = {}
+        for k, (member, exploration, actor) in enumerate(
+            zip(data.members, self.explorations, self.actors, strict=True)
+        ):
+            if k in self.retired:
+                continue
             view = cast(Student, _ActorView(actor))  # noise around this member's mu(s)
-            d0 = member.collect_steps(ExplorationPolicy(exploration, view, member.noise_rng), self.meta_cfg.d0_steps)
+            try:
+                d0 = member.collect_steps(
+                    ExplorationPolicy(exploration, view, member.noise_rng), self.meta_cfg.d0_steps
+                )
+            except TrainingDiverged as exc:  # a non-finite action: this member only
+                self._retire(k, str(exc).split(":")[0])
+                continue
             member.add(d0)
-            d0s.append(d0)
+            d0s[k] = d0
         n = self.credit.due(data.env_steps)
         self.credit.spend(n)
         actor_opt, critic_opt = self._student_optimizers()
         batches = (data.sample_stacked(self.student_cfg.batch_size, self.device) for _ in range(n))
-        metrics = self.learner.update(self.student, actor_opt, critic_opt, batches)
+        history = self.learner.steps(self.student, actor_opt, critic_opt, batches)
+        for k in self._non_finite_members():
+            self._retire(k, "its parameters became NaN or inf")
         self._sync_actors()
-        self.last_iteration = IterationRecord(start, data.env_steps, d0s[0])
-        returns = [d.mean_return for d in d0s if d.episode_returns]
-        out = {f"student/{k}": v for k, v in metrics.items()} | {"student/updates": float(n)}
-        out |= {"env_steps": float(data.env_steps)}
+        self.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
+        active = [k for k in range(self.population) if k not in self.retired]
+        out = {f"student/{k}": float(v[active].mean()) for k, v in member_metrics(history).items()}
+        out |= {"student/updates": float(n), "env_steps": float(data.env_steps)}
+        returns = [d.mean_return for d in d0s.values() if d.episode_returns]
         if returns:
             out["train/episode_return"] = sum(returns) / len(returns)
         self.cadence.pending = out
-        for name in ("student/critic_loss", "student/actor_loss"):
-            if name in out and not math.isfinite(out[name]):
-                self._population_diverged(name)
         stop = data.budget_spent
         if stop:
             self.trainer.should_stop = True
         if any(e.due(data.env_steps, last=stop) for e in self.evaluations):
             self._evaluate_members(data)
 
-    def _population_diverged(self, what: str) -> None:
-        raise diverged([what], self.iteration, self.trainer.datamodule.env_steps)  # type: ignore[attr-defined]
+    def _non_finite_members(self) -> list[int]:
+        """Members (not yet retired) with a non-finite parameter: each stacked layer computes member by member,
+        so a diverged member does not spread to the others."""
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.student.parameters()]).all(0)
+        return [k for k in range(self.population) if not bool(finite[k]) and k not in self.retired]
+
+    def _retire(self, k: int, why: str) -> None:
+        """Member k stops: no more data, evaluations or results; its files stay. The others go on. Its weights
+        and Adam moments in the stack are zeroed, so that no checkpoint holds NaN or inf (it keeps stepping with
+        the others, on its old data, but nothing of it is recorded any more)."""
+        self.retired[k] = f"{why} (iteration {self.iteration})"
+        with torch.no_grad():
+            for p in self.student.parameters():
+                p[k].zero_()
+            for opt in self._student_optimizers():
+                for state in opt.state.values():
+                    state["exp_avg"][k].zero_()
+                    state["exp_avg_sq"][k].zero_()
+        print(
+            f"lightning-meta-rl: seed {self.seeds[k]} retired at iteration {self.iteration}: {why}; its results so "
+            f"far are kept in seed_{self.seeds[k]}/, the other seeds go on.",
+            flush=True,
+        )
+        if len(self.retired) == self.population:
+            raise diverged([f"every seed ({why})"], self.iteration, self.trainer.datamodule.env_steps)  # type: ignore[attr-defined]
 
     def _evaluate_members(self, data: PopulationDataModule) -> None:
         scores = []
-        for member, actor, evaluation in zip(data.members, self.actors, self.evaluations, strict=True):
+        for k, (member, actor, evaluation) in enumerate(zip(data.members, self.actors, self.evaluations, strict=True)):
+            if k in self.retired:
+                continue
             ret = member.evaluate(DeterministicPolicy(actor)).mean_return
             evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, math.nan)
             scores.append(ret)
@@ -217,7 +258,8 @@ class PopulationModule(MetaRLModule):
         self.evaluation.publish(self.loggers, metrics | {"env_steps": metrics["eval/env_steps"]}, self.iteration - 1)
 
     def final_scores(self) -> dict[int, float]:
-        """Each member's final score (the mean of its last 10% of evaluations), by seed."""
+        """Each member's final score (the mean of its last 10% of evaluations), by seed (a retired member's is
+        that of the evaluations it had)."""
         return {seed: e.history.final_score() for seed, e in zip(self.seeds, self.evaluations, strict=True)}
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
@@ -231,6 +273,7 @@ class PopulationModule(MetaRLModule):
             "seeds": self.seeds,
             "evaluations": [e.state_dict() for e in self.evaluations],
             "explorations": [x.extra_state() for x in self.explorations],
+            "retired": dict(self.retired),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -244,6 +287,7 @@ class PopulationModule(MetaRLModule):
             evaluation.load_state_dict(s)
         for exploration, s in zip(self.explorations, state["explorations"], strict=True):
             exploration.load_extra_state(s)
+        self.retired = {int(k): str(v) for k, v in state.get("retired", {}).items()}
 
 
 class _ActorView:

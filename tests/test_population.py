@@ -4,6 +4,7 @@ run of its seed; per-seed results; checkpoint, interruption and resume of the wh
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shlex
 import signal
@@ -118,3 +119,34 @@ def test_the_population_is_read_from_the_command_line_and_from_a_config(tmp_path
     assert requested_population(["fit", "--config", str(config)]) == 4
     assert requested_population(["fit", "--config", str(config), "--population=2"]) == 2  # the later one wins
     assert requested_population(["fit"]) == 1
+
+
+def test_a_diverged_member_is_retired_and_the_others_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member 1's weights become NaN at iteration 4: it is retired with a message naming its seed, its results
+    so far kept; members 0 and 2 train to the end unharmed (the stacked layers compute member by member), and
+    the exit status (3) says that a seed was retired."""
+    original = PopulationModule.training_step
+
+    def step(self: PopulationModule, batch: int, batch_idx: int) -> None:
+        if self.iteration + 1 == 4:
+            with torch.no_grad():
+                next(self.student.actor.parameters())[1].fill_(float("nan"))
+        original(self, batch, batch_idx)
+
+    monkeypatch.setattr(PopulationModule, "training_step", step)
+    run = tmp_path / "run"
+    code = run_main("fit", "--config", SMOKE, "--run_dir", str(run), *TINY, *DDPG, "--population=3")
+    out = capsys.readouterr().out
+    assert code == 3, out[-2000:]
+    assert any(ln.startswith("lightning-meta-rl: seed 1 retired at iteration 4") for ln in out.splitlines())
+    assert "seed 1: " in out and "(retired)" in out
+    whole = curve(run / "seed_0" / "metrics.csv")
+    assert whole[-1][0] >= 800 and curve(run / "seed_2" / "metrics.csv")[-1][0] >= 800
+    assert all(math.isfinite(r) for _, r in whole)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["population"]["retired"].keys() == {1}
+    for p in ckpt["state_dict"].values():  # the others' weights are finite
+        if p.dim() and p.shape[0] == 3 and p.is_floating_point():
+            assert torch.isfinite(p[0]).all() and torch.isfinite(p[2]).all()
