@@ -14,7 +14,16 @@ import sys
 import pytest
 from conftest import ROOT
 
-SCRIPTS = ("bit_identical", "fair_study", "gpu_check", "investigate", "population_speed", "reproduce", "throughput", "update_speed")
+SCRIPTS = (
+    "bit_identical",
+    "fair_study",
+    "gpu_check",
+    "investigate",
+    "population_speed",
+    "reproduce",
+    "throughput",
+    "update_speed",
+)
 
 
 def test_the_list_of_scripts_is_the_folder() -> None:
