@@ -11,8 +11,8 @@ A member that diverges (a non-finite action or parameter) is retired with a mess
 others go on, and the run ends with exit status 3.
 
 Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are whole episodes), one batched actor
-call for all members' actions (each member acts in turn), one W&B run per member, and exporting a member as
-a single-seed checkpoint.
+call for all members' actions (each member acts in turn), and one W&B run per member. A member is exported as
+an ordinary single-seed checkpoint by ``python -m lightning_meta_rl.export`` (export.py).
 """
 
 from __future__ import annotations

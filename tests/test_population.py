@@ -150,3 +150,29 @@ def test_a_diverged_member_is_retired_and_the_others_finish(
     for p in ckpt["state_dict"].values():  # the others' weights are finite
         if p.dim() and p.shape[0] == 3 and p.is_floating_point():
             assert torch.isfinite(p[0]).all() and torch.isfinite(p[2]).all()
+
+
+def test_a_member_exports_as_a_single_seed_checkpoint_that_validate_and_python_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_meta_rl.export import main as export
+    from lightning_meta_rl.module import MetaRLModule
+
+    run = tmp_path / "run"
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(run), *TINY, *DDPG, "--population=3") == 0
+    export([str(run / "checkpoints" / "last.ckpt"), "--seed", "2"])
+    single = run / "seed_2" / "last.ckpt"
+    model = MetaRLModule.load_from_checkpoint(single)
+    stacked = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    for name, value in model.student.state_dict().items():
+        full = stacked[f"student.{name}"]
+        assert torch.equal(value, full[2] if full.dim() > value.dim() else full), name
+    ckpt = torch.load(single, weights_only=False)
+    rows = ckpt["meta_rl"]["evaluation"]["history"]["rows"]
+    assert [r["eval/return"] for r in rows] == [r for _, r in curve(run / "seed_2" / "metrics.csv")]
+    capsys.readouterr()
+    code = run_main("validate", "--config", SMOKE, *TINY, *DDPG, "--ckpt_path", str(single))
+    assert code == 0 and "eval/return" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        export([str(run / "checkpoints" / "last.ckpt"), "--seed", "7"])
+    assert exc.value.code == 2 and "not a member" in capsys.readouterr().err
