@@ -10,8 +10,9 @@ so they earn the same number of updates and step together; each writes its own `
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
 others go on, and the run ends with exit status 3.
 
-Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are whole episodes), one batched actor
-call for all members' actions (each member acts in turn), and one W&B run per member. A member is exported as
+Acting is one stacked actor call for all members' mu(s) per step (their environments stepped in turn), then each
+member's own noise around its mu(s). Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are
+whole episodes), and one W&B run per member. A member is exported as
 an ordinary single-seed checkpoint by ``python -m lightning_meta_rl.export`` (export.py).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -33,8 +35,9 @@ from lightning_meta_rl.exploration import build_exploration
 from lightning_meta_rl.learner import make_adam, member_metrics
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
-from lightning_meta_rl.policies import DeterministicPolicy, ExplorationPolicy, UniformPolicy
+from lightning_meta_rl.policies import DeterministicPolicy, UniformPolicy
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
+from lightning_meta_rl.rollout import Action, drive, packed
 from lightning_meta_rl.types import Batch, IterationRecord
 
 
@@ -76,6 +79,25 @@ class PopulationDataModule(RolloutDataModule):
     @env_steps.setter
     def env_steps(self, value: int) -> None:
         self._env_steps = value
+
+    def collect_lockstep(self, members: list[int], n: int, act: Callable[..., list[Action]]) -> dict[int, Any]:
+        """n steps of each given member's training environments, all members stepped together so that ``act``
+        (member indices, their observations, their environments that started an episode -> Actions) acts for
+        all of them at once. Returns each member's Rollout, or the TrainingDiverged that stopped it."""
+        steppers = []
+        for k in members:
+            m = self.members[k]
+            steppers.append(m.train_collector.stepper(max(1, min(n, m.total_env_steps - m.env_steps))))
+        with torch.inference_mode():
+            results = drive(steppers, lambda keys, obs, started: act([members[i] for i in keys], obs, started))
+        out: dict[int, Any] = {}
+        for k, result in zip(members, results, strict=True):
+            if isinstance(result, TrainingDiverged):
+                out[k] = result
+                continue
+            out[k] = packed(*result)  # outside inference mode: the rollout's tensors may enter autograd
+            self.members[k].env_steps += len(out[k])
+        return out
 
     def sample_stacked(self, batch_size: int, device: torch.device | None = None) -> Batch:
         """One minibatch per member from its own buffer, stacked ``[N, B, ...]``."""
@@ -136,7 +158,7 @@ class PopulationModule(MetaRLModule):
         self.population = population
         self.seeds = [seed + k for k in range(population)]
         self.explorations = [build_exploration(teacher, obs_dim, scale, student.layer_norm) for _ in members]
-        self.actors: list[Actor] = [m.actor for m in members]  # plain copies of each member's actor, for acting
+        self.actors: list[Actor] = [m.actor for m in members]  # plain copies: warm-up and evaluation
         self.evaluations = [Evaluation() for _ in members]
         self.retired: dict[int, str] = {}  # member index -> why and when it was retired
 
@@ -179,21 +201,13 @@ class PopulationModule(MetaRLModule):
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         self.iteration += 1
         start = data.env_steps
+        active = [k for k in range(self.population) if k not in self.retired]
         d0s = {}
-        for k, (member, exploration, actor) in enumerate(
-            zip(data.members, self.explorations, self.actors, strict=True)
-        ):
-            if k in self.retired:
+        for k, d0 in data.collect_lockstep(active, self.meta_cfg.d0_steps, self._act).items():
+            if isinstance(d0, TrainingDiverged):  # a non-finite action: this member only
+                self._retire(k, str(d0).split(":")[0])
                 continue
-            view = cast(Student, _ActorView(actor))  # noise around this member's mu(s)
-            try:
-                d0 = member.collect_steps(
-                    ExplorationPolicy(exploration, view, member.noise_rng), self.meta_cfg.d0_steps
-                )
-            except TrainingDiverged as exc:  # a non-finite action: this member only
-                self._retire(k, str(exc).split(":")[0])
-                continue
-            member.add(d0)
+            data.members[k].add(d0)
             d0s[k] = d0
         n = self.credit.due(data.env_steps)
         self.credit.spend(n)
@@ -216,6 +230,23 @@ class PopulationModule(MetaRLModule):
             self.trainer.should_stop = True
         if any(e.due(data.env_steps, last=stop) for e in self.evaluations):
             self._evaluate_members(data)
+
+    @torch.no_grad()
+    def _act(self, members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
+        """One stacked actor call for every member's mu(s), then each member's own noise (its exploration and
+        noise stream) around its mu(s). Retired members' rows are zeros, and their actions are not used."""
+        full = torch.zeros(self.population, *obs[0].shape, dtype=obs[0].dtype)
+        full[members] = torch.stack(obs)
+        mu = self.student.actor(full.to(self.device)).cpu()
+        actions = []
+        data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
+        for k, o, envs in zip(members, obs, started, strict=True):
+            exploration = self.explorations[k]
+            for i in envs:
+                exploration.reset(i)
+            view = cast(Student, _ActorView(_Fixed(mu[k])))
+            actions.append(exploration.act(o, view, data.members[k].noise_rng))
+        return actions
 
     def _non_finite_members(self) -> list[int]:
         """Members (not yet retired) with a non-finite parameter: each stacked layer computes member by member,
@@ -293,8 +324,18 @@ class PopulationModule(MetaRLModule):
 class _ActorView:
     """What an exploration needs from a student (its ``actor``) for one member."""
 
-    def __init__(self, actor: Actor) -> None:
+    def __init__(self, actor: Any) -> None:
         self.actor = actor
+
+
+class _Fixed:
+    """An actor whose mu(s) was computed already (by the stacked call) for the states it is asked about."""
+
+    def __init__(self, mu: torch.Tensor) -> None:
+        self.mu = mu
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mu
 
 
 def requested_population(args: Any) -> int:

@@ -5,7 +5,7 @@ Collectors act; they never compute a loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -79,12 +79,23 @@ class Collector:
 
     def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
         rows, returns = self._loop(policy, max_steps, max_episodes, seed)
-        return _packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
+        return packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
 
     @torch.inference_mode()  # cheaper per call than no_grad; only numpy data leaves it
     def _loop(
         self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None
     ) -> tuple[list[tuple[Any, ...]], list[float]]:
+        stepper = self.stepper(max_steps, max_episodes, seed)
+        (result,) = drive([stepper], lambda _, obs, started: [_act(policy, obs[0], started[0])])
+        if isinstance(result, TrainingDiverged):
+            raise result
+        return result
+
+    def stepper(self, max_steps: int | None, max_episodes: int | None = None, seed: int | None = None) -> Stepper:
+        """The collection as a generator: it yields the (normalized) observations of its environments and the
+        environments that just started an episode, receives the policy's Action, and returns the collected rows
+        and episode returns. ``steps`` drives it with one policy; a population drives several in lockstep, so
+        that one batched call acts for all of them."""
         # Per-step data is kept as numpy rows and turned into tensors once at the end: a tensor op per
         # field per step costs more than the actor's forward pass on these small networks.
         # one tuple per step: (obs, raw action, action, context, reward, next obs, terminated, truncated)
@@ -92,14 +103,15 @@ class Collector:
         returns: list[float] = []
         runners, obs_now, running = self.runners, self._obs, self._returns
         while (max_steps is None or len(rows) < max_steps) and (max_episodes is None or len(returns) < max_episodes):
+            started = []
             for i, runner in enumerate(runners):
                 if obs_now[i] is None:
                     obs_now[i] = runner.reset(seed)
                     seed = None
                     running[i] = 0.0
-                    policy.reset(i)
+                    started.append(i)
             obs = np.stack(obs_now) if len(obs_now) > 1 else obs_now[0][None]  # type: ignore[arg-type,index]
-            out = policy.act(self.normalize(torch.from_numpy(obs)))
+            out = yield self.normalize(torch.from_numpy(obs)), started
             actions, raw, context = _to_host(out)
             if not np.isfinite(actions).all():
                 raise TrainingDiverged(
@@ -130,7 +142,45 @@ class Collector:
         return rows, returns
 
 
-def _packed(rows: list[tuple[Any, ...]], returns: list[float]) -> Rollout:
+# a collection in progress: yields (observations, environments that started an episode), receives an Action
+Stepper = Generator[tuple[torch.Tensor, list[int]], Action, tuple[list[tuple[Any, ...]], list[float]]]
+
+
+def _act(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
+    for i in started:
+        policy.reset(i)
+    return policy.act(obs)
+
+
+def drive(
+    steppers: list[Stepper], act: Callable[[list[int], list[torch.Tensor], list[list[int]]], list[Action]]
+) -> list[Any]:
+    """Run collections in lockstep to their ends: at every step ``act`` gets the unfinished ones' indices, their
+    observations and their environments that started an episode, and returns their Actions (in that order).
+    Returns each one's rows and episode returns, or the TrainingDiverged that stopped it (the others go on)."""
+    results: list[Any] = [None] * len(steppers)
+    pending = {}
+    for k, stepper in enumerate(steppers):
+        try:
+            pending[k] = next(stepper)
+        except StopIteration as done:
+            results[k] = done.value
+    while pending:
+        keys = list(pending)
+        actions = act(keys, [pending[k][0] for k in keys], [pending[k][1] for k in keys])
+        for k, action in zip(keys, actions, strict=True):
+            try:
+                pending[k] = steppers[k].send(action)
+            except StopIteration as done:
+                results[k] = done.value
+                del pending[k]
+            except TrainingDiverged as exc:
+                results[k] = exc
+                del pending[k]
+    return results
+
+
+def packed(rows: list[tuple[Any, ...]], returns: list[float]) -> Rollout:
     """The per-step rows of a collection as one Rollout of stacked tensors."""
     obs_c, raw_c, act_c, ctx_c, rew_c, next_c, term_c, trunc_c = zip(*rows, strict=True)
     return Rollout(
