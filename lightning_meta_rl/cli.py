@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 import yaml
-from jsonargparse import ActionYesNo
+from jsonargparse import ActionYesNo, ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -36,6 +36,7 @@ from lightning_meta_rl.runtime import (
     check_accelerator,
     default_wandb_mode,
     finish_wandb,
+    quiet_console,
     set_flush_denormal,
     set_torch_threads,
     wandb_has_credentials,
@@ -46,6 +47,7 @@ __all__ = ["RUN_DIR_ENV", "MetaRLCLI", "cli", "main", "wandb_has_credentials"]
 EXIT_REFUSED = 2  # a UserError: refused at start (nothing left behind) or stopped with a message
 EXIT_RETIRED = 3  # a population finished, but some of its seeds were retired (diverged)
 EXIT_SIGNAL_BASE = 128  # stopped by signal N with a checkpoint saved: 128 + N, as a shell reports a signal
+PROG = "python -m lightning_meta_rl"  # the program name in usage and errors (not __main__.py)
 
 
 def _int_seed(seed: int | bool | None) -> int:
@@ -183,7 +185,10 @@ class MetaRLCLI(LightningCLI):
         """Then: a --ckpt_path that is missing, unreadable or from another set-up is refused, naming what
         differs, before any state is loaded and before the run writes anything. (Lightning then replaces the
         model's settings with the checkpoint's hyperparameters, so a resumed run continues as it started.)"""
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as exc:  # the parsers do not exit (exit_on_error=False): a short error, not the usage
+            raise UserError(_usage_error(exc, args)) from None
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         refuse_unknown_empty_sections(config)
@@ -268,10 +273,19 @@ class MetaRLCLI(LightningCLI):
         )
 
 
+def _usage_error(exc: ArgumentError, args: ArgsType) -> str:
+    """jsonargparse's message (the key and what was expected), in one paragraph, and where the full help is."""
+    argv = [str(a) for a in args] if isinstance(args, list) else sys.argv[1:]
+    subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{message} (all options: {PROG} {subcommand + ' ' if subcommand else ''}--help)"
+
+
 def trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": -1,  # the environment-step budget ends the run (data.total_env_steps)
         "num_sanity_val_steps": 0,
+        "enable_model_summary": False,  # a table of parameter counts before every run; --trainer.enable_model_summary=true
         "log_every_n_steps": 5,  # one training step is a whole iteration (d0_steps env steps): log every 5th
         "logger": {
             "class_path": "lightning_meta_rl.logger.WandbLogger",
@@ -284,6 +298,7 @@ def trainer_defaults() -> dict[str, Any]:
 def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) -> MetaRLCLI:
     """Build (and by default run) the CLI; tests call this in-process."""
     default_wandb_mode()
+    quiet_console()
     population = requested_population(sys.argv[1:] if args is None else args)
     return MetaRLCLI(
         PopulationModule if population > 1 else MetaRLModule,
@@ -293,7 +308,7 @@ def cli(args: ArgsType = None, run: bool = True, run_dir: RunDir | None = None) 
         trainer_defaults=trainer_defaults(),
         save_config_callback=SaveConfigToRun,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": False},  # SaveConfigToRun writes it
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf", "prog": PROG, "exit_on_error": False},
         auto_configure_optimizers=False,
         run_dir=run_dir,
     )

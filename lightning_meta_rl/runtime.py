@@ -1,10 +1,13 @@
-"""Process set-up for a run: torch threads, denormal flushing, the accelerator asked for, and W&B's mode and
-closing."""
+"""Process set-up for a run: torch threads, denormal flushing, the accelerator asked for, W&B's mode and
+closing, and a quiet console (Lightning's start-up banners and two known, harmless library warnings)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +100,39 @@ def warn_if_unseeded(seed_at_build: str | None) -> None:
             "unseeded generator, so this run cannot be repeated exactly (the data module's seed covers only the "
             "environments and sampling). Call L.seed_everything(seed) before building the model."
         )
+
+
+# Lightning's start-up banners, logged at INFO through its rank-zero loggers (lightning_utilities' rank_zero_info
+# writes to whichever of the two rank_zero loggers was imported last) and through seed_everything's logger.
+LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
+BANNERS = re.compile(r"(\N{ELECTRIC LIGHT BULB} Tip: |GPU available: |TPU available: |HPU available: |Seed set to )")
+# Known and harmless: Lightning 2.6 calls torch's deprecated LeafSpec (torch >= 2.9), and the data module's
+# validation loader is empty on purpose (evaluation runs in the environments, not through a loader).
+HARMLESS_WARNINGS = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"Total length of `DataLoader` across ranks is zero", UserWarning),
+)
+
+
+class _DropBanners(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not BANNERS.match(record.getMessage())
+
+
+_DROP_BANNERS = _DropBanners()
+
+
+def quiet_console() -> None:
+    """Called by the CLI at start (never on import: code that uses the package keeps Lightning's defaults).
+    Drops Lightning's tip, device-availability and seed banners (its other messages still print) and ignores
+    the two warnings above by their exact message; every other warning still shows."""
+    for name in LIGHTNING_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DROP_BANNERS not in logger.filters:
+            logger.addFilter(_DROP_BANNERS)
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
