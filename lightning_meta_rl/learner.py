@@ -343,16 +343,3 @@ def mean_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, float]:
 def member_metrics(history: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Each metric's mean over updates, per member (``[M]``)."""
     return {k: torch.stack([m[k] for m in history]).mean(0) for k in history[0]} if history else {}
-
-
-def average_across(strategy: Any, world_size: int) -> Reduce | None:
-    """With several processes, a ``reduce`` that averages gradients across them (one flat all-reduce by the
-    strategy's public ``reduce``), so that every rank takes the same step; None with one process."""
-    if world_size == 1:
-        return None
-
-    def average(grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        flat = strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
-        return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
-
-    return average

@@ -15,11 +15,11 @@ from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig, c
 from lightning_meta_rl.divergence import check_losses, check_parameters
 from lightning_meta_rl.evaluation import Evaluation
 from lightning_meta_rl.exploration import action_gap, build_exploration
-from lightning_meta_rl.learner import Learner, Reduce, average_across, make_adam
+from lightning_meta_rl.learner import Learner, Reduce, make_adam
 from lightning_meta_rl.meta_reward import MetaRewardStats, critic_improvement
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, ExplorationPolicy, UniformPolicy
-from lightning_meta_rl.ranks import attached_trainer, gather_per_rank, own_rank
+from lightning_meta_rl.ranks import attached_trainer, average_across, gather_per_rank, own_rank
 from lightning_meta_rl.runtime import global_seed, warn_if_unseeded
 from lightning_meta_rl.schedule import LogCadence, UpdateCredit
 from lightning_meta_rl.teachers import LearnedTeacher

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from typing import Any, cast
 
 import torch
 import yaml
 
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
-from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.divergence import diverged
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.evaluation import Evaluation
@@ -36,89 +34,9 @@ from lightning_meta_rl.learner import make_adam, member_metrics
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, UniformPolicy
-from lightning_meta_rl.ranks import gather_per_rank, own_rank
-from lightning_meta_rl.rollout import Action, drive, packed
-from lightning_meta_rl.types import Batch, IterationRecord
-
-
-def _check_population(population: int) -> None:
-    if population < 2:
-        raise ConfigError(f"--population must be at least 2 for a population run, got {population}")
-
-
-class PopulationDataModule(RolloutDataModule):
-    """The data of N members: one ``RolloutDataModule`` per seed (``seed + k``), each complete in itself.
-
-    Args: those of RolloutDataModule, and ``population``, the number of members (set by ``--population``).
-    """
-
-    def __init__(self, *args: Any, population: int = 2, **kwargs: Any) -> None:
-        _check_population(population)
-        super().__init__(*args, **kwargs)
-        self.population = population
-        self.member_args = (args, kwargs)
-        self.members: list[RolloutDataModule] = []
-
-    def setup(self, stage: str) -> None:
-        if self.members:
-            return
-        args, kwargs = self.member_args
-        self.members = [RolloutDataModule(*args, **{**kwargs, "seed": self.seed + k}) for k in range(self.population)]
-        for member in self.members:
-            member.setup(stage)
-
-    def teardown(self, stage: str) -> None:
-        for member in self.members:
-            member.teardown(stage)
-
-    @property
-    def env_steps(self) -> int:
-        """Each active member's environment steps (they collect in step; a retired member's count stops)."""
-        return max(m.env_steps for m in self.members) if self.members else self._env_steps
-
-    @env_steps.setter
-    def env_steps(self, value: int) -> None:
-        self._env_steps = value
-
-    def collect_lockstep(self, members: list[int], n: int, act: Callable[..., list[Action]]) -> dict[int, Any]:
-        """n steps of each given member's training environments, all members stepped together so that ``act``
-        (member indices, their observations, their environments that started an episode -> Actions) acts for
-        all of them at once. Returns each member's Rollout, or the TrainingDiverged that stopped it."""
-        steppers = []
-        for k in members:
-            m = self.members[k]
-            steppers.append(m.train_collector.stepper(max(1, min(n, m.total_env_steps - m.env_steps))))
-        with torch.inference_mode():
-            results = drive(steppers, lambda keys, obs, started: act([members[i] for i in keys], obs, started))
-        out: dict[int, Any] = {}
-        for k, result in zip(members, results, strict=True):
-            if isinstance(result, TrainingDiverged):
-                out[k] = result
-                continue
-            out[k] = packed(*result)  # outside inference mode: the rollout's tensors may enter autograd
-            self.members[k].env_steps += len(out[k])
-        return out
-
-    def sample_stacked(self, batch_size: int, device: torch.device | None = None) -> Batch:
-        """One minibatch per member from its own buffer, stacked ``[N, B, ...]``."""
-        return Batch.stack([m.sample(batch_size, device) for m in self.members])
-
-    def state_dict(self) -> dict[str, Any]:
-        members = [m.state_dict() for m in self.members]
-        state = {"env_id": self.env_id, "env_steps": self.env_steps, "members": members}  # read before resuming
-        return gather_per_rank(self.trainer, state)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.setup("fit")
-        members = own_rank(self.trainer, state)["members"]
-        if len(members) != self.population:
-            raise ConfigError(f"the checkpoint holds {len(members)} members, this run --population={self.population}")
-        for member, s in zip(self.members, members, strict=True):
-            member.load_state_dict(s)
-
-    def restore_pending_state(self) -> None:
-        for member in self.members:
-            member.restore_pending_state()
+from lightning_meta_rl.population_data import PopulationDataModule, check_population
+from lightning_meta_rl.rollout import Action
+from lightning_meta_rl.types import IterationRecord
 
 
 class PopulationModule(MetaRLModule):
@@ -140,7 +58,7 @@ class PopulationModule(MetaRLModule):
         compile: bool = False,
         population: int = 2,
     ) -> None:
-        _check_population(population)
+        check_population(population)
         if teacher.learned or teacher.kind == "param":
             raise ConfigError(
                 f"--population trains the DDPG arm with fixed noise (gaussian, ou, pink) so far; "

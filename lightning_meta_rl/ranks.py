@@ -3,6 +3,7 @@ counters, so a checkpoint keeps all of them and each rank takes its own back on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -43,3 +44,16 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
         return module.trainer
     except RuntimeError:
         return None
+
+
+def average_across(strategy: Any, world_size: int) -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
+    """With several processes, a ``reduce`` that averages gradients across them (one flat all-reduce by the
+    strategy's public ``reduce``), so that every rank takes the same step; None with one process."""
+    if world_size == 1:
+        return None
+
+    def average(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        flat = strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+
+    return average
