@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -76,3 +77,9 @@ class EnvStepProgressBar(TQDMProgressBar):
             self.train_progress_bar.n = min(dm.env_steps, dm.total_env_steps)
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
         super().on_train_end(trainer, pl_module)  # closes the bar: its final state, once
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # a run stopped by an exception leaves no open bar to be drawn again when the process exits (no bar
+        # yet: Lightning's property refuses with a TypeError before on_train_start)
+        with contextlib.suppress(TypeError):
+            self.train_progress_bar.close()

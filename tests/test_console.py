@@ -172,3 +172,20 @@ def test_importing_the_package_leaves_lightning_s_logging_alone() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_run_stopped_by_an_exception_closes_its_bar() -> None:
+    """An open bar would be drawn once more when the process exits, after everything else it printed."""
+    import io
+
+    from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+    from callbacks.progress import EnvStepProgressBar
+
+    bar_cb = EnvStepProgressBar()
+    bar_cb.on_exception(None, None, RuntimeError("before any bar"))  # type: ignore[arg-type]  # nothing to close
+    bar = Tqdm(total=10, file=io.StringIO())
+    bar_cb.train_progress_bar = bar
+    assert not bar.disable
+    bar_cb.on_exception(None, None, RuntimeError("stopped"))  # type: ignore[arg-type]
+    assert bar.disable  # tqdm's mark of a closed bar
