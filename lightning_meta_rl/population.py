@@ -90,7 +90,7 @@ class PopulationModule(MetaRLModule):
         return [make_adam(actor, cfg.actor_lr), make_adam(critic, cfg.critic_lr)]
 
     def _sync_actors(self) -> None:
-        """Each member's plain actor takes its member's current parameters (after every update phase)."""
+        """Each member's plain actor takes its member's current parameters (before they evaluate)."""
         with torch.no_grad():
             for k, actor in enumerate(self.actors):
                 for dst, src in zip(actor.parameters(), self.student.actor.parameters(), strict=True):
@@ -107,7 +107,6 @@ class PopulationModule(MetaRLModule):
         for seed, evaluation, member in zip(self.seeds, self.evaluations, data.members, strict=True):
             path = os.path.join(root, f"seed_{seed}", "metrics.csv") if self.trainer.is_global_zero else None
             evaluation.start(path, member.env_steps, member.eval_every)
-        self._sync_actors()
         if data.env_steps > 0:
             return
         for member, actor in zip(data.members, self.actors, strict=True):
@@ -134,7 +133,6 @@ class PopulationModule(MetaRLModule):
         history = self.learner.steps(self.student, actor_opt, critic_opt, batches)
         for k in self._non_finite_members():
             self._retire(k, "its parameters became NaN or inf")
-        self._sync_actors()
         self.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
         active = [k for k in range(self.population) if k not in self.retired]
         out = {f"student/{k}": float(v[active].mean()) for k, v in member_metrics(history).items()}
@@ -194,6 +192,7 @@ class PopulationModule(MetaRLModule):
             raise diverged([f"every seed ({why})"], self.iteration, self.trainer.datamodule.env_steps)  # type: ignore[attr-defined]
 
     def _evaluate_members(self, data: PopulationDataModule) -> None:
+        self._sync_actors()  # the plain actors act only here (training acts through the stacked student)
         scores = []
         for k, (member, actor, evaluation) in enumerate(zip(data.members, self.actors, self.evaluations, strict=True)):
             if k in self.retired:
