@@ -214,6 +214,9 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = tmp_path / "run"
     fit(run_dir, "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false")
+    # W&B names a run's folder by the second it started and the run id: two fits of the same id in one
+    # second would share a folder and hide the second one from this check.
+    time.sleep(1.1)
     fit(run_dir, "--trainer.callbacks=[]", "--ckpt_path", "last", "--data.total_env_steps=1200")
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1, runs
