@@ -1,7 +1,8 @@
 """What the study scripts share: one training as a subprocess of the real CLI, its metrics, its final score,
 and a resumable runner for many of them.
 
-Imported by reproduce.py, investigate.py and fair_study.py. A script run as ``python benchmarks/<name>.py``
+Imported by reproduce.py, investigate.py, fair_study.py and population_jobs.py (whose population jobs the
+same runner runs: anything with a ``name``, a ``command``, a ``done`` test and its ``exit_ok`` statuses). A script run as ``python benchmarks/<name>.py``
 has this folder on ``sys.path``; the tests get it from ``pythonpath`` in pyproject.toml.
 """
 
@@ -14,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 from lightning_meta_rl.evaluation import EvalHistory
 
@@ -56,12 +58,32 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
-def run_quietly(cmd: list[str], label: str) -> None:
-    """One training in a subprocess with one thread and W&B off; its stderr's tail in the error if it fails."""
+def study_command(config: str, seed: int, budget: int, run_dir: Path, *args: str, ckpt: Path | None) -> list[str]:
+    """The command of one study run: ``conf/<config>`` with the seed, budget and run directory every study sets,
+    then ``args`` (logger, overrides), then the checkpoint to resume from if there is one."""
+    cmd = fit_command(
+        ROOT / "conf" / config,
+        f"--seed_everything={seed}",
+        f"--data.total_env_steps={budget}",
+        f"--run_dir={run_dir}",
+        "--trainer.enable_progress_bar=false",
+        # IEEE denormals, as every run of these studies had before the CLI's flush default (2026-12-02):
+        # the protocol does not change mid-study (with LayerNorm, flushing measured no speed difference)
+        "--flush_denormal=false",
+        *args,
+    )
+    if ckpt is not None:
+        cmd.append(f"--ckpt_path={ckpt}")
+    return cmd
+
+
+def run_quietly(cmd: list[str], label: str, exit_ok: tuple[int, ...] = (0,)) -> None:
+    """One training in a subprocess with one thread and W&B off; its stderr's tail in the error if it ends
+    with a status not in ``exit_ok``."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
+    if proc.returncode not in exit_ok:
         raise RuntimeError(f"run failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     print(f"{label}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -77,6 +99,7 @@ class Job:
     budget: int
     overrides: tuple[str, ...] = ()
     log_csv: bool = False  # also write every iteration's metrics (meta/reward, ...) with a CSVLogger
+    exit_ok: ClassVar[tuple[int, ...]] = (0,)
 
     @property
     def name(self) -> str:
@@ -84,53 +107,59 @@ class Job:
 
     def command(self, run_dir: Path, ckpt: Path | None) -> list[str]:
         config = f"{self.env}_ddpg.yaml" if self.arm == "ddpg" else f"{self.env}.yaml"
-        cmd = fit_command(
-            ROOT / "conf" / config,
-            f"--seed_everything={self.seed}",
-            f"--data.total_env_steps={self.budget}",
-            f"--run_dir={run_dir}",
-            "--trainer.enable_progress_bar=false",
-            # IEEE denormals, as every run of these studies had before the CLI's flush default (2026-12-02):
-            # the protocol does not change mid-study (with LayerNorm, flushing measured no speed difference)
-            "--flush_denormal=false",
-        )
         if self.log_csv:
-            cmd += [
+            logger = [
                 "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                 f"--trainer.logger.save_dir={run_dir}",
                 "--trainer.logger.name=iterations",
                 "--trainer.log_every_n_steps=1",
             ]
         else:
-            cmd.append("--trainer.logger=false")
-        cmd += self.overrides
-        if ckpt is not None:
-            cmd.append(f"--ckpt_path={ckpt}")
-        return cmd
+            logger = ["--trainer.logger=false"]
+        return study_command(config, self.seed, self.budget, run_dir, *logger, *self.overrides, ckpt=ckpt)
+
+    def done(self, run_dir: Path) -> bool:
+        """Whether the run's metrics in ``run_dir`` reached its budget."""
+        rows = read_metrics(run_dir)
+        return bool(rows) and float(rows[-1]["env_steps"]) >= self.budget
 
 
-def finished(job: Job, runs: Path) -> bool:
-    """Whether the job's metrics under ``runs`` reached its budget."""
-    rows = read_metrics(runs / job.name)
-    return bool(rows) and float(rows[-1]["env_steps"]) >= job.budget
+class Runnable(Protocol):
+    """What the runner needs of a job: its name (its folder under the runs folder), its command (resumed from
+    a checkpoint when given one), whether its folder holds a finished run, and the exit statuses that mean
+    it ran to its end."""
+
+    exit_ok: ClassVar[tuple[int, ...]]
+
+    @property
+    def name(self) -> str: ...
+
+    def command(self, run_dir: Path, ckpt: Path | None) -> list[str]: ...
+
+    def done(self, run_dir: Path) -> bool: ...
 
 
-def run(job: Job, runs: Path) -> None:
+def finished(job: Runnable, runs: Path) -> bool:
+    """Whether the job's run under ``runs`` is finished."""
+    return job.done(runs / job.name)
+
+
+def run(job: Runnable, runs: Path) -> None:
     """The job, continued from its last checkpoint if it has one (otherwise started afresh)."""
     run_dir = runs / job.name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.exists() and run_dir.exists():  # interrupted before its first checkpoint: start again
         shutil.rmtree(run_dir)
-    run_quietly(job.command(run_dir, ckpt if ckpt.exists() else None), job.name)
+    run_quietly(job.command(run_dir, ckpt if ckpt.exists() else None), job.name, job.exit_ok)
 
 
-def run_all(todo: list[Job], runs: Path, jobs: int, after_each: Callable[[], None]) -> None:
+def run_all(todo: Sequence[Runnable], runs: Path, jobs: int, after_each: Callable[[], None]) -> None:
     """Run ``todo`` with ``jobs`` processes at once; ``after_each`` (under a lock) after every finished run.
     A failed run is reported and the others go on; the script exits non-zero at the end if any failed."""
     lock = threading.Lock()
     failures: list[str] = []
 
-    def work(job: Job) -> None:
+    def work(job: Runnable) -> None:
         try:
             run(job, runs)
         except RuntimeError as err:

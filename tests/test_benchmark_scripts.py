@@ -16,6 +16,7 @@ from conftest import ROOT
 
 SCRIPTS = (
     "bit_identical",
+    "confirmation",
     "fair_study",
     "gpu_check",
     "investigate",
@@ -29,7 +30,7 @@ SCRIPTS = (
 def test_the_list_of_scripts_is_the_folder() -> None:
     # a script added to benchmarks/ without a smoke test here fails this test
     found = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
-    assert found == {*SCRIPTS, "runlib"}
+    assert found == {*SCRIPTS, "runlib", "population_jobs"}
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -42,6 +43,9 @@ def test_the_shared_module_imports() -> None:
     runlib = importlib.import_module("runlib")
     for helper in ("final_score", "fit_command", "read_metrics", "run_quietly", "write_rows", "run_all"):
         assert callable(getattr(runlib, helper)), helper
+    population_jobs = importlib.import_module("population_jobs")
+    for helper in ("population_jobs", "seed_results", "run_job", "write_sweep"):
+        assert callable(getattr(population_jobs, helper)), helper
 
 
 def test_the_update_benchmark_runs_in_its_quick_form() -> None:
