@@ -13,6 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from callbacks.media import log_image
 from lightning_meta_rl.module import MetaRLModule
@@ -38,6 +39,13 @@ def fit_pca(states: np.ndarray) -> np.ndarray:
     return np.vstack([mean, vt[:2]])
 
 
+def explained_variance(states: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """The share of ``states``' total variance along each of the basis's two directions. -> [2]."""
+    centred = states - basis[0]
+    total = float((centred**2).sum())
+    return ((centred @ basis[1:].T) ** 2).sum(0) / max(total, 1e-12)
+
+
 def density(points: np.ndarray, extent: tuple[float, float, float, float], bins: int) -> np.ndarray:
     """Histogram density on a grid, smoothed with a small Gaussian kernel. -> [bins, bins]."""
     hist, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=bins, range=[extent[:2], extent[2:]], density=True)
@@ -46,6 +54,53 @@ def density(points: np.ndarray, extent: tuple[float, float, float, float], bins:
     hist = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, hist)
     hist = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, hist)
     return hist.T
+
+
+def draw_visitation(
+    points: dict[tuple[str, str], np.ndarray],
+    ranges: dict[str, list[int]],
+    axis_labels: tuple[str, str],
+    title: str,
+    bins: int,
+) -> Figure:
+    """The 2x2 figure (rows: windows, columns: sources). Every panel is drawn on the same grid with the
+    same contour levels and color scale, so a color means the same density in all four; one colorbar."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    allp = np.concatenate(list(points.values()))
+    lo, hi = np.percentile(allp, 0.5, axis=0), np.percentile(allp, 99.5, axis=0)
+    pad = 0.05 * (hi - lo + 1e-6)
+    extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+    grids = {k: density(p, extent, bins) for k, p in points.items() if len(p) > 1}
+    top = max((float(g.max()) for g in grids.values()), default=0.0)
+    vmax = top if top > 0 else 1.0
+    norm = Normalize(0.0, vmax)
+    levels = np.linspace(0.0, vmax, 13)
+    cmap = "Blues"
+    xs, ys = np.linspace(extent[0], extent[1], bins), np.linspace(extent[2], extent[3], bins)
+    fig, axes = plt.subplots(2, 2, figsize=(8, 7), sharex=True, sharey=True, layout="constrained")
+    mappable: Any = ScalarMappable(norm=norm, cmap=cmap)  # replaced by a drawn panel's contours, if any
+    for i, w in enumerate(WINDOWS):
+        span = ranges.get(w)
+        when = f"env steps {span[0]:,}-{span[1]:,}" if span else "no iterations"
+        for j, s in enumerate(SOURCES):
+            ax = axes[i, j]
+            if (w, s) in grids:
+                mappable = ax.contourf(xs, ys, grids[(w, s)], levels=levels, cmap=cmap, norm=norm)
+            else:
+                ax.text(0.5, 0.5, "no states in this window", transform=ax.transAxes, ha="center", color="0.4")
+            n = len(points.get((w, s), ()))
+            ax.set_title(f"{w} ({when})\n{'D0 (exploration)' if s == 'teacher' else 'student'}, n={n}", fontsize=10)
+            if i == 1:
+                ax.set_xlabel(axis_labels[0])
+            if j == 0:
+                ax.set_ylabel(axis_labels[1])
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.8, format="%.3g")
+    bar.set_label("state density per unit area (one scale for all panels)")
+    fig.suptitle(f"state visitation, {title}")
+    return fig
 
 
 class StateVisitation(L.Callback):
@@ -75,6 +130,7 @@ class StateVisitation(L.Callback):
         self.projection, self.dims, self.window = projection, dims, window
         self.max_points, self.bins, self.filename = max_points, bins, filename
         self.states: dict[tuple[str, str], list[np.ndarray]] = {(w, s): [] for w in WINDOWS for s in SOURCES}
+        self.ranges: dict[str, list[int]] = {}  # window -> [first, last] env step of the iterations in it
         self._rng = np.random.default_rng(0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -94,17 +150,25 @@ class StateVisitation(L.Callback):
         ]
         student = [r.obs for r in (rec.student, rec.evaluation) if r is not None and len(r)]
         for w in windows:
+            span = self.ranges.get(w, [rec.start_steps, rec.env_steps])
+            self.ranges[w] = [min(span[0], rec.start_steps), max(span[1], rec.env_steps)]
             self._keep(w, "teacher", rec.d0.obs)
             for s in student:
                 self._keep(w, "student", s)
 
     def state_dict(self) -> dict[str, Any]:
-        return {f"{w}/{s}": [torch.from_numpy(c) for c in chunks] for (w, s), chunks in self.states.items()}
+        state: dict[str, Any] = {
+            f"{w}/{s}": [torch.from_numpy(c) for c in chunks] for (w, s), chunks in self.states.items()
+        }
+        state["ranges"] = dict(self.ranges)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ranges = {w: list(span) for w, span in state.get("ranges", {}).items()}  # absent in older checkpoints
         for key, chunks in state.items():
-            w, s = key.split("/")
-            self.states[(w, s)] = [c.numpy() for c in chunks]
+            if "/" in key:
+                w, s = key.split("/")
+                self.states[(w, s)] = [c.numpy() for c in chunks]
 
     def _keep(self, window: str, source: str, obs: torch.Tensor) -> None:
         chunks = self.states[(window, source)]
@@ -120,51 +184,29 @@ class StateVisitation(L.Callback):
         data = {k: np.concatenate(v) for k, v in self.states.items() if v}
         if not data:
             return
+        import matplotlib.pyplot as plt
+
         env_id = str(trainer.datamodule.env_id)  # type: ignore[attr-defined]
         how = self.projection
         if how == "auto":
             how = "pendulum" if env_id.startswith("Pendulum") else "pca"
         basis = None
+        labels = {"pendulum": ("angle (rad)", "angular velocity")}.get(
+            how, (f"obs[{self.dims[0]}]", f"obs[{self.dims[1]}]")
+        )
         if how == "pca":
-            early = [v for (w, _), v in data.items() if w == "early"] or list(data.values())
-            basis = fit_pca(np.concatenate(early))
+            early = np.concatenate([v for (w, _), v in data.items() if w == "early"] or list(data.values()))
+            basis = fit_pca(early)
+            share = explained_variance(early, basis)
+            labels = (f"PC1 ({100 * share[0]:.3g}% of variance)", f"PC2 ({100 * share[1]:.3g}% of variance)")
         points = {k: project(v, how, self.dims, basis) for k, v in data.items()}
         path = os.path.join(trainer.default_root_dir, self.filename)
-        self._draw(points, how, f"{env_id}: {pl_module.teacher_cfg.kind}", path)
+        title = f"{env_id}: {pl_module.teacher_cfg.kind}"
+        if how == "pca":
+            title += "\n(PCA plane and its variance shares from the early window's states)"
+        fig = draw_visitation(points, self.ranges, labels, title, self.bins)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
         arrays = {f"{w}_{s}": p for (w, s), p in points.items()}
         np.savez_compressed(path.removesuffix(".png") + ".npz", **arrays)  # type: ignore[arg-type]
         log_image(trainer, "visitation", path)
-
-    def _draw(self, points: dict[tuple[str, str], np.ndarray], how: str, title: str, path: str) -> None:
-        import matplotlib.pyplot as plt
-
-        allp = np.concatenate(list(points.values()))
-        lo, hi = np.percentile(allp, 0.5, axis=0), np.percentile(allp, 99.5, axis=0)
-        pad = 0.05 * (hi - lo + 1e-6)
-        extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-        labels = {"pendulum": ("angle (rad)", "angular velocity"), "pca": ("PC 1", "PC 2")}
-        xlabel, ylabel = labels.get(how, (f"obs[{self.dims[0]}]", f"obs[{self.dims[1]}]"))
-        fig, axes = plt.subplots(2, 2, figsize=(8, 7), sharex=True, sharey=True)
-        for i, w in enumerate(WINDOWS):
-            for j, s in enumerate(SOURCES):
-                ax = axes[i, j]
-                p = points.get((w, s))
-                if p is not None and len(p) > 1:
-                    ax.contourf(
-                        np.linspace(extent[0], extent[1], self.bins),
-                        np.linspace(extent[2], extent[3], self.bins),
-                        density(p, extent, self.bins),
-                        levels=12,
-                        cmap="Blues" if s == "teacher" else "Reds",
-                    )
-                ax.set_title(
-                    f"{w}: {'D0 (exploration)' if s == 'teacher' else 'student'}  n={0 if p is None else len(p)}"
-                )
-                if i == 1:
-                    ax.set_xlabel(xlabel)
-                if j == 0:
-                    ax.set_ylabel(ylabel)
-        fig.suptitle(f"state visitation, {title}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)

@@ -10,13 +10,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from conftest import fit, isolated_env, make_rollout, read_metrics, torch_threads
 
+from callbacks.curves import LearningCurve, draw_curve
 from callbacks.meta_stats import MetaRewardStats
-from callbacks.visitation import StateVisitation, density, fit_pca, project
+from callbacks.visitation import StateVisitation, density, draw_visitation, explained_variance, fit_pca, project
 from lightning_meta_rl.config import StudentConfig, TeacherConfig
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.types import IterationRecord
@@ -108,6 +110,10 @@ def test_visitation_early_window_holds_every_iteration_that_started_in_it(meta_r
     with np.load(meta_run.run_dir / "visitation.npz") as npz:
         early_teacher = npz["early_teacher"]
     assert len(early_teacher) == 2 * D0_STEPS
+    cb = next(cb for cb in meta_run.cli.trainer.callbacks if isinstance(cb, StateVisitation))
+    end = meta_run.cli.datamodule.env_steps
+    # what the figure's titles say; the late window (from env step 3240) holds the iterations from 3400
+    assert cb.ranges == {"early": [400, 1400], "late": [3400, end]}
 
 
 def test_visitation_window_uses_where_the_iteration_started() -> None:
@@ -246,9 +252,22 @@ def test_density_integrates_to_one_and_puts_y_on_rows() -> None:
     assert ys[row] == pytest.approx(-1.5, abs=0.4)
 
 
-def test_state_visitation_uses_pca_for_other_environments(tmp_path: Path) -> None:
+def test_state_visitation_uses_pca_for_other_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
+    figures = []
+
+    def spy(*args, **kwargs):
+        figures.append(draw_visitation(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr("callbacks.visitation.draw_visitation", spy)
     fit(run_dir, "--data.env_id=InvertedPendulum-v5", "--trainer.enable_progress_bar=false")
+    (fig,) = figures  # the axes say how much of the early states' variance each principal direction holds
+    pc1, pc2 = fig.axes[2].get_xlabel(), fig.axes[0].get_ylabel()
+    share = [
+        float(re.fullmatch(rf"PC{k} \(([0-9.e+-]+)% of variance\)", label)[1]) for k, label in ((1, pc1), (2, pc2))
+    ]
+    assert 100 >= share[0] >= share[1] > 0 and share[0] + share[1] <= 100.1, (pc1, pc2)
     with np.load(run_dir / "visitation.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
     assert {"early_teacher", "late_teacher"} <= set(arrays)
@@ -327,3 +346,131 @@ def test_disabled_progress_bar_drops_the_configured_one(tmp_path: Path, capfd) -
     assert "env steps:" not in out + err
     _, rows = read_metrics(run_dir)
     assert len(rows) >= 1
+
+
+# ----------------------------------------------------------------------------- what the figures show
+def curve_rows(r_pi: float) -> list[dict[str, float]]:
+    return [{"env_steps": 400.0 * k, "iteration": float(k), "eval/return": -100.0 * k, "r_pi": r_pi} for k in (1, 2, 3)]
+
+
+def test_learning_curve_draws_the_episode_spread_and_r_pi() -> None:
+    episodes = {400.0: [-120.0, -80.0], 800.0: [-250.0, -150.0], 1200.0: [-300.0]}
+    fig = draw_curve({"meta": curve_rows(-90.0)}, episodes, "env: meta")
+    ax = fig.axes[0]
+    (band,) = ax.collections  # fill_between: a band from each evaluation's lowest to highest episode
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(-250.0) and ys.max() == pytest.approx(-80.0)  # 1200 (one episode) left out
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["meta", "R(pi), measured by the algorithm (dashed)"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [-90.0] * 3)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "min-max over 2 episodes" in legend
+    plt.close(fig)
+
+
+def test_learning_curve_leaves_out_what_a_run_does_not_have() -> None:
+    fig = draw_curve({"gaussian": curve_rows(math.nan)}, {}, "env: gaussian")  # DDPG arm: R(pi) is NaN
+    assert not fig.axes[0].collections and [line.get_label() for line in fig.axes[0].get_lines()] == ["gaussian"]
+    plt.close(fig)
+
+
+def test_learning_curve_collects_each_evaluations_episodes_and_keeps_them_across_a_resume() -> None:
+    module, cb = tiny_module("meta"), LearningCurve()
+    trainer = SimpleNamespace(is_global_zero=True)
+    for k, returns in ((1, [-3.0, -1.0]), (2, None), (3, [-2.0, 0.0])):  # iteration 2 did not evaluate
+        module.iteration = k
+        record = IterationRecord(100 * k, 100 * (k + 1), make_rollout(4, obs_dim=3))
+        if returns is not None:
+            module.history.record({"env_steps": 100.0 * (k + 1), "iteration": float(k), "eval/return": -1.0})
+            record.evaluation = make_rollout(4, obs_dim=3)
+            record.evaluation.episode_returns = returns
+        module.last_iteration = record
+        cb.on_train_batch_end(trainer, module, None, None, k)  # type: ignore[arg-type]
+    assert cb.episodes == {200.0: [-3.0, -1.0], 400.0: [-2.0, 0.0]}
+    buf = io.BytesIO()
+    torch.save(cb.state_dict(), buf)
+    buf.seek(0)
+    resumed = LearningCurve()
+    resumed.load_state_dict(torch.load(buf, weights_only=True))  # as a checkpoint holds it
+    assert resumed.episodes == cb.episodes
+
+
+def test_a_fit_collects_every_evaluations_episodes_and_a_resumed_fit_keeps_them(tmp_path: Path) -> None:
+    run_dir, args = tmp_path / "run", ("--data.eval_episodes=2", "--trainer.enable_progress_bar=false")
+    first = fit(run_dir, *args)
+    before = next(cb for cb in first.trainer.callbacks if isinstance(cb, LearningCurve)).episodes
+    rows = first.model.history.rows
+    assert sorted(before) == [r["env_steps"] for r in rows]
+    for row in rows:  # eval/return is the mean of the episodes collected for it
+        assert len(before[row["env_steps"]]) == 2
+        assert sum(before[row["env_steps"]]) / 2 == pytest.approx(row["eval/return"], rel=1e-5)
+    again = fit(run_dir, *args, "--data.total_env_steps=1300", "--ckpt_path", "last")
+    after = next(cb for cb in again.trainer.callbacks if isinstance(cb, LearningCurve)).episodes
+    assert len(after) > len(before) and {k: after[k] for k in before} == before
+    assert sorted(after) == [r["env_steps"] for r in again.model.history.rows]
+
+
+def test_a_populations_learning_curve_has_a_line_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = []
+
+    def spy(runs, episodes, title):
+        drawn.append((runs, title))
+        return draw_curve(runs, episodes, title)
+
+    monkeypatch.setattr("callbacks.curves.draw_curve", spy)
+    c = fit(tmp_path / "pop", "--model.teacher.kind=gaussian", "--population=2", "--trainer.enable_progress_bar=false")
+    ((runs, title),) = drawn
+    assert list(runs) == ["seed 0", "seed 1"] and title.endswith("2 seeds")
+    assert runs["seed 1"] == c.model.evaluations[1].history.rows and runs["seed 1"] != runs["seed 0"]
+    assert (tmp_path / "pop" / "learning_curve.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def visitation_points() -> dict[tuple[str, str], np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        ("early", "teacher"): rng.normal(0.0, 2.0, (2000, 2)),  # wide: a low peak density
+        ("early", "student"): rng.normal(1.0, 0.2, (2000, 2)),  # narrow: a high peak density
+        ("late", "teacher"): rng.normal(-1.0, 1.0, (2000, 2)),
+        ("late", "student"): rng.normal(0.5, 0.5, (2000, 2)),
+    }
+
+
+def test_visitation_panels_share_one_color_scale_with_a_colorbar() -> None:
+    ranges = {"early": [400, 1400], "late": [3400, 4400]}
+    fig = draw_visitation(visitation_points(), ranges, ("PC1 (70% of variance)", "PC2 (20% of variance)"), "t", 40)
+    panels, bars = fig.axes[:4], fig.axes[4:]
+    assert len(bars) == 1  # one colorbar for the four panels
+    limits = [ax.collections[0].get_clim() for ax in panels]
+    assert len(set(limits)) == 1 and limits[0][0] == 0.0
+    for ax in panels[1:]:
+        np.testing.assert_array_equal(ax.collections[0].levels, panels[0].collections[0].levels)
+    # the scale is the densest panel's (the narrow student's, a peak of about 1 / (2 pi 0.2^2) = 4), far above
+    # the wide teacher's own peak (1 / (2 pi 2^2) = 0.04), which a per-panel scale would have used
+    assert 1.0 < limits[0][1] < 5.0
+    titles = [ax.get_title() for ax in panels]
+    assert all("env steps 400-1,400" in t for t in titles[:2]) and all("env steps 3,400-4,400" in t for t in titles[2:])
+    assert panels[2].get_xlabel() == "PC1 (70% of variance)" and panels[0].get_ylabel() == "PC2 (20% of variance)"
+    plt.close(fig)
+
+
+def test_explained_variance_of_a_plane() -> None:
+    rng = np.random.default_rng(0)
+    states = np.stack([rng.normal(0, 3.0, 5000), rng.normal(0, 1.0, 5000), rng.normal(0, 0.1, 5000)], 1)
+    share = explained_variance(states, fit_pca(states))
+    np.testing.assert_allclose(share, [9 / 10.01, 1 / 10.01], rtol=0.05)
+
+
+def test_visitation_step_ranges_follow_the_iterations_and_survive_a_checkpoint() -> None:
+    cb, module = StateVisitation(), tiny_module("meta")
+    trainer = SimpleNamespace(is_global_zero=True, datamodule=SimpleNamespace(warmup_steps=200, total_env_steps=3000))
+    for start, end in ((400, 700), (700, 1000), (1400, 1900), (2500, 3000)):  # early, early, neither, late
+        module.last_iteration = IterationRecord(start, end, make_rollout(100, obs_dim=3))
+        cb.on_train_batch_end(trainer, module, None, None, 0)  # type: ignore[arg-type]
+    assert cb.ranges == {"early": [400, 1000], "late": [2500, 3000]}
+    buf = io.BytesIO()
+    torch.save(cb.state_dict(), buf)
+    buf.seek(0)
+    resumed = StateVisitation()
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed.ranges == cb.ranges
+    assert sum(len(c) for c in resumed.states[("early", "teacher")]) == 200
