@@ -97,8 +97,8 @@ def scored(results: list[SeedResult]) -> list[dict[str, object]]:
         for r in results
     ]
     for key in ("final", "auc"):
-        for env in {str(r["env"]) for r in rows}:
-            seen = [float(r[key]) for r in rows if r["env"] == env and math.isfinite(float(r[key]))]  # type: ignore[arg-type]
+        for env in {r["env"] for r in rows}:
+            seen = [v for r in rows if r["env"] == env and math.isfinite(v := float(str(r[key])))]
             for r in rows:
                 if r["env"] == env and r["retired"]:
                     r[key] = min(seen) if seen else -math.inf
@@ -107,11 +107,8 @@ def scored(results: list[SeedResult]) -> list[dict[str, object]]:
 
 def matrix(rows: list[dict[str, object]], arm: str, tasks: list[str], key: str) -> np.ndarray:
     """[seeds, tasks] of one arm's values, seeds in order (rliable's layout)."""
-    cols = [
-        [float(r[key]) for r in sorted(rows, key=lambda r: int(r["seed"])) if r["env"] == t and r["arm"] == arm]
-        for t in tasks
-    ]  # type: ignore[call-overload, arg-type]
-    return np.array(cols, dtype=float).T
+    mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: int(str(r["seed"])))
+    return np.array([[float(str(r[key])) for r in mine if r["env"] == t] for t in tasks], dtype=float).T
 
 
 def improvement_test(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

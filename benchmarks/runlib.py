@@ -1,9 +1,10 @@
 """What the study scripts share: one training as a subprocess of the real CLI, its metrics, its final score,
 and a resumable runner for many of them.
 
-Imported by reproduce.py, investigate.py, fair_study.py and population_jobs.py (whose population jobs the
-same runner runs: anything with a ``name``, a ``command``, a ``done`` test and its ``exit_ok`` statuses). A script run as ``python benchmarks/<name>.py``
-has this folder on ``sys.path``; the tests get it from ``pythonpath`` in pyproject.toml.
+Imported by reproduce.py, investigate.py, fair_study.py and population_jobs.py, whose population jobs the
+same runner runs (it takes any job with a ``name``, a ``command``, a ``done`` test and its ``exit_ok``
+statuses). A script run as ``python benchmarks/<name>.py`` has this folder on ``sys.path``; the tests get it
+from ``pythonpath`` in pyproject.toml.
 """
 
 from __future__ import annotations
