@@ -64,10 +64,11 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lightning_meta_rl.adam import AdamState, make_adam
 from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
 from lightning_meta_rl.cli import RUN_DIR_ENV, cli
 from lightning_meta_rl.datamodule import RolloutDataModule
-from lightning_meta_rl.learner import AdamState, ddpg_step, make_adam
+from lightning_meta_rl.learner import ddpg_step
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch, Rollout

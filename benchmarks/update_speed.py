@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, vmap
 
-from lightning_meta_rl.learner import Learner, make_adam
+from lightning_meta_rl.adam import make_adam
+from lightning_meta_rl.learner import Learner
 from lightning_meta_rl.losses import critic_loss
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch

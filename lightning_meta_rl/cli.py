@@ -28,7 +28,8 @@ from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.logger import previous_run_id
 from lightning_meta_rl.module import MetaRLModule
-from lightning_meta_rl.population import PopulationModule, requested_population
+from lightning_meta_rl.population import PopulationModule
+from lightning_meta_rl.population_args import requested_population
 from lightning_meta_rl.population_data import PopulationDataModule
 from lightning_meta_rl.preemption import GracefulStop, resume_args
 from lightning_meta_rl.resume import check_ckpt_path, check_spaces, refuse_unknown_empty_sections

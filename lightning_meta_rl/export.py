@@ -46,18 +46,30 @@ def export_member(checkpoint: dict[str, Any], seed: int) -> dict[str, Any]:
             return tensor.clone()
         raise UserError(f"'{name}' has shape {tuple(tensor.shape)}; a member's should be {tuple(shape)}")
 
-    state_dict = {name: member(name, t) for name, t in checkpoint["state_dict"].items() if name in reference}
+    teacher = f"explorations.{k}."  # member k's teacher (Meta arm), an ordinary run's "exploration."
+    state = checkpoint["state_dict"]
+    state_dict = {}
+    for name in reference:
+        own = teacher + name.removeprefix("exploration.") if name.startswith("exploration.") else name
+        if own in state or name in state:
+            state_dict[name] = member(name, state[own if own in state else name])
     optimizers = []
-    for opt in checkpoint["optimizer_states"]:
+    student_opts, teacher_opts = checkpoint["optimizer_states"][:2], checkpoint["optimizer_states"][2:]
+    for opt in student_opts:  # moments [n, ...] and step counts [n] (or one per tensor, before they were kept)
         states = {
-            i: {key: v[k].clone() if key != "step" else v.clone() for key, v in s.items()}
+            i: {key: v[k].clone() if key != "step" or v.dim() == 1 else v.clone() for key, v in s.items()}
             for i, s in opt["state"].items()
         }
         optimizers.append({"state": states, "param_groups": opt["param_groups"]})
+    if teacher_opts:
+        optimizers.append(teacher_opts[k])
     data = checkpoint["PopulationDataModule"]["members"][k]
     meta = dict(checkpoint["meta_rl"])
     meta["evaluation"] = population["evaluations"][k]
     meta["exploration"] = population["explorations"][k]
+    if "credits" in population:
+        meta["credit"], meta["meta_reward"] = population["credits"][k], population["meta_stats"][k]
+        meta["r_pi"] = population["r_pis"][k]
     keep = ("epoch", "global_step", "pytorch-lightning_version", "loops", "callbacks", "lr_schedulers", "hparams_name")
     out = {key: checkpoint[key] for key in keep if key in checkpoint}
     return out | {

@@ -12,22 +12,22 @@ Adam state held as tensors (:class:`AdamState`). Every use is a call of it:
   ``torch.autograd.grad`` in eager mode (the cheapest there) and ``torch.func.grad_and_value`` when compiled
   (dynamo traces it, and not ``autograd.grad``); both differentiate the same losses.
 
-Adam is torch's own functional ``torch.optim.adam.adam`` on those state tensors: the optimizers, their
-``state_dict`` and so the checkpoints stay torch's. Adam is elementwise, so one Adam over stacked tensors is
-one independent Adam per member.
+Adam is torch's own functional ``torch.optim.adam.adam`` on the optimizers' state tensors (adam.py): the
+optimizers, their ``state_dict`` and so the checkpoints stay torch's.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
-from torch.optim.adam import adam
 
+from lightning_meta_rl.adam import AdamState, adam_step
 from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
 from lightning_meta_rl.networks import Actor, Student
 from lightning_meta_rl.types import Batch
@@ -38,128 +38,6 @@ Params = dict[str, torch.Tensor]
 LossOf = Callable[[Callable[..., torch.Tensor], Params], tuple[torch.Tensor, torch.Tensor]]
 Gradients = Callable[..., tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]
 Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
-
-
-def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
-    """Adam, fused where torch supports it for these tensors (CPU and CUDA in recent torch)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
-
-
-# ---------------------------------------------------------------------------- Adam state as tensors
-class AdamState(NamedTuple):
-    """One Adam's per-parameter tensors, in ``torch.optim.Adam``'s layout, and its settings."""
-
-    exp_avg: list[torch.Tensor]
-    exp_avg_sq: list[torch.Tensor]
-    step: list[torch.Tensor]
-    lr: float
-    betas: tuple[float, float]
-    eps: float
-    weight_decay: float
-    fused: bool | None
-
-    @classmethod
-    def of(cls, opt: torch.optim.Optimizer) -> AdamState:
-        """The optimizer's own state tensors (updating them updates the optimizer). Its state is created the
-        way its first step creates it, if it has none yet."""
-        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
-            raise TypeError(f"the student's update needs a torch.optim.Adam with one parameter group, got {opt}")
-        group = opt.param_groups[0]
-        if group["amsgrad"] or group["maximize"] or group["differentiable"] or torch.is_tensor(group["lr"]):
-            raise TypeError("the student's Adam must be plain: no amsgrad, maximize, differentiable or tensor lr")
-        params: list[torch.Tensor] = group["params"]
-        if not all(opt.state.get(p) for p in params):
-            _create_state(opt, params)
-        states = [opt.state[p] for p in params]
-        return cls(
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["step"] for s in states],
-            float(group["lr"]),
-            (float(group["betas"][0]), float(group["betas"][1])),
-            float(group["eps"]),
-            float(group["weight_decay"]),
-            group["fused"],
-        )
-
-    @staticmethod
-    def stack(states: list[AdamState]) -> AdamState:
-        """The Adam states of several students as one for their stacked members (``Student.stack``): moments
-        ``[M, ...]``. Members step together, so their step counts must be equal (one count per tensor)."""
-        first = states[0]
-        if any(not torch.equal(torch.stack(s.step), torch.stack(first.step)) for s in states):
-            raise ValueError("stacked members step together: their Adam step counts must be equal")
-        return first._replace(
-            exp_avg=[torch.stack(ts) for ts in zip(*(s.exp_avg for s in states), strict=True)],
-            exp_avg_sq=[torch.stack(ts) for ts in zip(*(s.exp_avg_sq for s in states), strict=True)],
-            step=[t.clone() for t in first.step],
-        )
-
-    def repeat(self, members: int | None) -> AdamState:
-        """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
-        (None: the same shapes). The step counts stay one per parameter tensor: members step together."""
-
-        def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.clone() if members is None else t.unsqueeze(0).repeat(members, *[1] * t.dim())
-
-        return self._replace(
-            exp_avg=[rep(t) for t in self.exp_avg],
-            exp_avg_sq=[rep(t) for t in self.exp_avg_sq],
-            step=[t.clone() for t in self.step],
-        )
-
-    @torch.no_grad()
-    def copy_from(self, source: AdamState) -> AdamState:
-        """``source``'s state in this copy's tensors (broadcast over the members of a repeated copy)."""
-        dst = [*self.exp_avg, *self.exp_avg_sq, *self.step]
-        src = [*source.exp_avg, *source.exp_avg_sq, *source.step]
-        for d, s in zip(dst, src, strict=True):
-            d.copy_(s.expand_as(d))
-        return source._replace(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, step=self.step)
-
-
-def _create_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
-    """Let torch create its Adam state (its own layout: dtypes, devices) by a step on zero gradients, which
-    moves no parameter (the first moment is zero), then set the step count back to zero."""
-    if any(opt.state.get(p) for p in params):
-        raise RuntimeError("an Adam with state for some of its parameters only")
-    saved = [p.grad for p in params]
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    opt.step()
-    for p, g in zip(params, saved, strict=True):
-        opt.state[p]["step"].zero_()
-        p.grad = g
-
-
-def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState) -> None:
-    """One Adam step by torch's functional Adam, in place on ``params`` and ``state``. Eager: the optimizer's
-    own kernel choice (fused); compiled: the single-tensor form, which dynamo traces (the fused one it skips)."""
-    compiling = torch.compiler.is_compiling()
-    # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
-    # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
-    grads = [g.contiguous() for g in grads]
-    with torch.no_grad():
-        adam(
-            params,
-            grads,
-            state.exp_avg,
-            state.exp_avg_sq,
-            [],
-            state.step,
-            foreach=False if compiling else None,
-            fused=False if compiling else state.fused,
-            amsgrad=False,
-            beta1=state.betas[0],
-            beta2=state.betas[1],
-            lr=state.lr,
-            weight_decay=state.weight_decay,
-            eps=state.eps,
-            maximize=False,
-        )
 
 
 # ---------------------------------------------------------------------------- gradients, two ways
@@ -205,10 +83,13 @@ def ddpg_step(
     critic_l2: float,
     gradients: Gradients = autograd_gradients,
     reduce: Reduce | None = None,
+    active: list[int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One DDPG step, in place on ``student`` and the Adam states. With stacked members, every field of
     ``batch`` is ``[M, B, ...]`` and member m learns from its own minibatch. ``reduce`` averages gradients
-    across processes (DDP) before each Adam step. Returns detached metrics, one per member (``[M]`` or ``[]``)."""
+    across processes (DDP) before each Adam step. ``active``: the members that step (None: all); the others'
+    parameters, targets and Adam state stay as they were (their rows of the batch are ignored). Returns
+    detached metrics, one per member (``[M]`` or ``[]``)."""
     with torch.no_grad():
         next_q = student.critic_target(batch.next_obs, student.actor_target(batch.next_obs))
         target = td_target(batch.reward, next_q, batch.terminated, gamma)
@@ -219,7 +100,7 @@ def ddpg_step(
 
     critic_params: Params = dict(student.critic.named_parameters())
     grads, loss_q, q_mean = gradients(q_loss, student.critic, critic_params)
-    adam_step(list(critic_params.values()), reduce(grads) if reduce else grads, critic_adam)
+    adam_step(list(critic_params.values()), reduce(grads) if reduce else grads, critic_adam, active)
 
     def pi_loss(actor: Callable[..., torch.Tensor], p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         loss = actor_loss(student.critic(batch.obs, actor(batch.obs)))  # the critic just updated
@@ -227,10 +108,10 @@ def ddpg_step(
 
     actor_params: Params = dict(student.actor.named_parameters())
     grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params, student.critic)
-    adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam)
+    adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam, active)
 
-    polyak_update(student.actor_target, student.actor, tau)
-    polyak_update(student.critic_target, student.critic, tau)
+    polyak_update(student.actor_target, student.actor, tau, active)
+    polyak_update(student.critic_target, student.critic, tau, active)
     return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
 
 
@@ -260,9 +141,17 @@ class Learner:
         self._reset()
 
     def step(
-        self, student: Student, actor_adam: AdamState, critic_adam: AdamState, batch: Batch, reduce: Reduce | None
+        self,
+        student: Student,
+        actor_adam: AdamState,
+        critic_adam: AdamState,
+        batch: Batch,
+        reduce: Reduce | None,
+        active: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         args = (student, actor_adam, critic_adam, batch, self.gamma, self.tau, self.critic_l2)
+        if active is not None:  # a masked step runs eagerly: a compiled graph per set of members is not worth it
+            return ddpg_step(*args, autograd_gradients, reduce, active)
         if not self.compiled:
             return self._step(*args, autograd_gradients, reduce)
         with torch.no_grad():  # torch.func takes its gradients anyway; no outer graph is built
@@ -286,10 +175,13 @@ class Learner:
         critic_opt: torch.optim.Optimizer,
         batches: Iterable[Batch],
         reduce: Reduce | None = None,
+        actives: Iterable[list[int] | None] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """The live student's updates, one per batch; each update's metrics, per member."""
+        """The live student's updates, one per batch; each update's metrics, per member. ``actives``: the
+        members that step in each update (None: all, every time)."""
         actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
-        return [self.step(student, actor_adam, critic_adam, b, reduce) for b in batches]
+        masks = itertools.repeat(None) if actives is None else actives
+        return [self.step(student, actor_adam, critic_adam, b, reduce, m) for b, m in zip(batches, masks, strict=False)]
 
     def lookahead(
         self,

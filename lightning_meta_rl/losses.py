@@ -45,10 +45,14 @@ def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> t
 
 
 @torch.no_grad()
-def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended).
+def polyak_update(target: nn.Module, source: nn.Module, tau: float, members: list[int] | None = None) -> None:
+    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended);
+    of the given members only, for stacked networks (None: the whole tensors).
 
     The one place target networks are averaged (tau = 1 copies the source; tau = 0 leaves the target)."""
     t_params: list[torch.Tensor] = list(target.parameters())
     s_params: list[torch.Tensor] = list(source.parameters())
+    if members is not None:
+        t_params = [t[k] for t in t_params for k in members]
+        s_params = [t[k] for t in s_params for k in members]
     torch._foreach_lerp_(t_params, s_params, tau)

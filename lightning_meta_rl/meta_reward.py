@@ -21,9 +21,12 @@ from torch import nn
 
 
 @torch.no_grad()
-def critic_improvement(critic: nn.Module, actor: nn.Module, lookahead_actor: nn.Module, obs: torch.Tensor) -> float:
-    """mean_s Q(s, mu'(s)) - Q(s, mu(s)) under ``critic`` on normalized states ``obs`` [N, obs_dim]."""
-    return float((critic(obs, lookahead_actor(obs)) - critic(obs, actor(obs))).mean())
+def critic_improvement(
+    critic: nn.Module, actor: nn.Module, lookahead_actor: nn.Module, obs: torch.Tensor
+) -> torch.Tensor:
+    """mean_s Q(s, mu'(s)) - Q(s, mu(s)) under ``critic`` on normalized states ``obs`` [..., S, obs_dim]: one
+    value per member of stacked networks (``[M]`` for states ``[M, S, obs_dim]``), else a scalar."""
+    return (critic(obs, lookahead_actor(obs)) - critic(obs, actor(obs))).mean(-1)
 
 
 class MetaRewardStats:

@@ -10,12 +10,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_meta_rl.adam import make_adam
 from lightning_meta_rl.checkpoint import upgrade_module_state
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig, check_with_data
 from lightning_meta_rl.divergence import check_losses, check_parameters
 from lightning_meta_rl.evaluation import Evaluation
 from lightning_meta_rl.exploration import action_gap, build_exploration
-from lightning_meta_rl.learner import Learner, Reduce, make_adam
+from lightning_meta_rl.learner import Learner, Reduce
 from lightning_meta_rl.meta_reward import MetaRewardStats, critic_improvement
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, ExplorationPolicy, UniformPolicy
@@ -178,7 +179,7 @@ class MetaRLModule(L.LightningModule):
         if cfg.reward == "critic":  # option: the student's critic judges pi' against pi on replay states
             r_pi = math.nan
             obs = data.sample(cfg.critic_states, self.device).obs
-            meta_rewards = [critic_improvement(self.student.critic, self.student.actor, a, obs) for a in actors]
+            meta_rewards = [float(critic_improvement(self.student.critic, self.student.actor, a, obs)) for a in actors]
         else:
             # 3. D1: each pi'_k rolled out deterministically. K > 1 look-aheads start from one common reset
             # seed, so that the leave-one-out comparison is not start-state noise

@@ -1,19 +1,21 @@
-"""``--population=N``: N seeds of the DDPG arm trained in one process.
+"""``--population=N``: N seeds of one arm trained in one process.
 
 Member k is the run of seed ``seed_everything + k``: its own environments and their seeds, initial weights,
-noise and minibatch streams, replay buffer and observation statistics (one ``RolloutDataModule`` per member,
-seeded as that single run would be). What is shared is the computation: the N students are one stacked
-student (``Student.stack``), and each iteration's student updates are one stacked ``ddpg_step`` on the N
-members' own minibatches (``Batch.stack``). The members collect the same number of steps in every iteration,
-so they earn the same number of updates and step together; each writes its own ``seed_<s>/metrics.csv``.
+teacher or noise, noise and minibatch streams, replay buffer, observation statistics and update credit (one
+``RolloutDataModule`` per member, seeded as that single run would be). What is shared is the computation: the
+N students are one stacked student (``Student.stack``), each iteration's student updates are stacked
+``ddpg_step`` calls on the members' own minibatches, and acting is one stacked actor call for all members per
+step (their environments stepped in turn), then each member's own noise or teacher.
+
+Members earn updates by the steps they collect. Where that differs (the Meta arm's D1 and R(pi) are whole
+episodes of different lengths), a member with fewer updates due sits out the remaining steps unchanged:
+its parameters, targets, Adam moments and Adam step count stay as they were (masked steps). The Meta arm's
+iteration is population_meta.py. Each member writes its own ``seed_<s>/metrics.csv``.
 
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
-others go on, and the run ends with exit status 3.
-
-Acting is one stacked actor call for all members' mu(s) per step (their environments stepped in turn), then each
-member's own noise around its mu(s). Not yet: the Meta arm (members fall out of step there: D1 and R(pi) are
-whole episodes), and one W&B run per member. A member is exported as
-an ordinary single-seed checkpoint by ``python -m lightning_meta_rl.export`` (export.py).
+others go on, and the run ends with exit status 3. A member is exported as an ordinary single-seed
+checkpoint by ``python -m lightning_meta_rl.export`` (export.py). Not yet: ``meta.samples`` above 1, the
+``param`` exploration, and one W&B run per member.
 """
 
 from __future__ import annotations
@@ -23,24 +25,29 @@ import os
 from typing import Any, cast
 
 import torch
-import yaml
+from torch import nn
 
+from lightning_meta_rl.adam import make_adam, per_member_steps
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.divergence import diverged
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.evaluation import Evaluation
-from lightning_meta_rl.exploration import build_exploration
-from lightning_meta_rl.learner import make_adam, member_metrics
+from lightning_meta_rl.exploration import Exploration, build_exploration
+from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, UniformPolicy
-from lightning_meta_rl.population_data import PopulationDataModule, check_population
+from lightning_meta_rl.population_args import check_population
+from lightning_meta_rl.population_data import Act, PopulationDataModule
+from lightning_meta_rl.population_meta import meta_iteration
 from lightning_meta_rl.rollout import Action
-from lightning_meta_rl.types import IterationRecord
+from lightning_meta_rl.schedule import UpdateCredit
+from lightning_meta_rl.teachers import LearnedTeacher
+from lightning_meta_rl.types import IterationRecord, Rollout
 
 
 class PopulationModule(MetaRLModule):
-    """N students of the DDPG arm as one stacked student; see the module docstring.
+    """N students (and their teachers or noise) trained as one stacked student; see the module docstring.
 
     Args: those of MetaRLModule, and ``population``, the number of members (set by ``--population``).
     """
@@ -59,35 +66,52 @@ class PopulationModule(MetaRLModule):
         population: int = 2,
     ) -> None:
         check_population(population)
-        if teacher.learned or teacher.kind == "param":
+        unsupported = "model.teacher.kind=param" if teacher.kind == "param" else None
+        if teacher.learned and meta.samples > 1:
+            unsupported = f"meta.samples={meta.samples} (more than one teacher sample per step)"
+        if unsupported:
             raise ConfigError(
-                f"--population trains the DDPG arm with fixed noise (gaussian, ou, pink) so far; "
-                f"model.teacher.kind={teacher.kind} is not available in a population yet. Run its seeds as "
-                f"separate processes."
+                f"--population does not run {unsupported} yet; every other setting of both arms it does. Run "
+                f"these seeds as separate processes."
             )
         seed = torch.initial_seed()  # what seed_everything set: member k is built as the run of seed + k
         super().__init__(obs_dim, act_dim, action_low, action_high, student, teacher, meta, utd_ratio, compile)
         scale = ActionScale(action_low, action_high)
-        members = []
-        for k in range(population):
+        members, explorations = [], []
+        for k in range(population):  # in the order a single run builds them, from its seed
             torch.manual_seed(seed + k)
             members.append(Student(obs_dim, scale, student.hidden, student.layer_norm))
+            explorations.append(build_exploration(teacher, obs_dim, scale, student.layer_norm))
         self.student = Student.stack(members)
         self.population = population
         self.seeds = [seed + k for k in range(population)]
-        self.explorations = [build_exploration(teacher, obs_dim, scale, student.layer_norm) for _ in members]
+        self.explorations = nn.ModuleList(explorations)  # teachers' weights are in the checkpoint's state_dict
         self.actors: list[Actor] = [m.actor for m in members]  # plain copies: warm-up and evaluation
         self.evaluations = [Evaluation() for _ in members]
+        self.credits = [UpdateCredit(utd_ratio) for _ in members]
+        self.member_stats = [MetaRewardStats(meta.baseline, meta.normalize, meta.stat_momentum) for _ in members]
+        self.r_pis = [math.nan] * population  # each member's R(pi) (Meta arm)
         self.retired: dict[int, str] = {}  # member index -> why and when it was retired
 
     @property
     def history(self) -> Any:
         return self.evaluations[0].history
 
+    def member_exploration(self, k: int) -> Exploration:
+        return cast(Exploration, self.explorations[k])
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        cfg = self.student_cfg
+        cfg, teacher = self.student_cfg, self.teacher_cfg
         actor, critic = self.student.actor.parameters(), self.student.critic.parameters()
-        return [make_adam(actor, cfg.actor_lr), make_adam(critic, cfg.critic_lr)]
+        opts: list[torch.optim.Optimizer] = [make_adam(actor, cfg.actor_lr), make_adam(critic, cfg.critic_lr)]
+        if self.is_meta:  # one optimizer per member's teacher, after the student's two
+            teachers = [cast(LearnedTeacher, x) for x in self.explorations]
+            opts += [t.make_optimizer(teacher.lr, teacher.log_std_lr) for t in teachers]
+        return opts
+
+    def active(self) -> list[int]:
+        """The members not retired."""
+        return [k for k in range(self.population) if k not in self.retired]
 
     def _sync_actors(self) -> None:
         """Each member's plain actor takes its member's current parameters (before they evaluate)."""
@@ -102,6 +126,8 @@ class PopulationModule(MetaRLModule):
         if self.trainer.world_size > 1:
             raise ConfigError("--population runs in one process: its seeds are the parallelism (no DDP)")
         data.restore_pending_state()
+        for opt in self._student_optimizers():  # members may take different numbers of steps
+            per_member_steps(opt, self.population)
         self.train_log.start(self.trainer.default_root_dir if self.trainer.is_global_zero else None, self.iteration)
         root = self.trainer.default_root_dir
         for seed, evaluation, member in zip(self.seeds, self.evaluations, data.members, strict=True):
@@ -112,56 +138,111 @@ class PopulationModule(MetaRLModule):
         for member, actor in zip(data.members, self.actors, strict=True):
             if member.warmup_steps > 0:
                 member.add(member.collect_steps(UniformPolicy(actor.scale, member.noise_rng), member.warmup_steps))
-        self.credit.steps_credited = data.env_steps
+        for credit, member in zip(self.credits, data.members, strict=True):
+            credit.steps_credited = member.env_steps
+        if self.is_meta and self.meta_cfg.reward == "return":  # each member's first R(pi), stored
+            for k, rollout in self.episodes(self.active(), self.student.actor).items():
+                data.members[k].add(rollout)
+                self.r_pis[k] = rollout.mean_return
 
     def training_step(self, batch: int, batch_idx: int) -> None:
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         self.iteration += 1
-        start = data.env_steps
-        active = [k for k in range(self.population) if k not in self.retired]
-        d0s = {}
-        for k, d0 in data.collect_lockstep(active, self.meta_cfg.d0_steps, self._act).items():
-            if isinstance(d0, TrainingDiverged):  # a non-finite action: this member only
-                self._retire(k, str(d0).split(":")[0])
-                continue
-            data.members[k].add(d0)
-            d0s[k] = d0
-        n = self.credit.due(data.env_steps)
-        self.credit.spend(n)
-        actor_opt, critic_opt = self._student_optimizers()
-        batches = (data.sample_stacked(self.student_cfg.batch_size, self.device) for _ in range(n))
-        history = self.learner.steps(self.student, actor_opt, critic_opt, batches)
-        for k in self._non_finite_members():
-            self._retire(k, "its parameters became NaN or inf")
-        self.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
-        active = [k for k in range(self.population) if k not in self.retired]
-        out = {f"student/{k}": float(v[active].mean()) for k, v in member_metrics(history).items()}
-        out |= {"student/updates": float(n), "env_steps": float(data.env_steps)}
-        returns = [d.mean_return for d in d0s.values() if d.episode_returns]
-        if returns:
-            out["train/episode_return"] = sum(returns) / len(returns)
-        self.cadence.pending = out
+        self.cadence.pending = meta_iteration(self, data) if self.is_meta else self.ddpg_iteration(data)
         stop = data.budget_spent
         if stop:
             self.trainer.should_stop = True
         if any(e.due(data.env_steps, last=stop) for e in self.evaluations):
             self._evaluate_members(data)
 
-    @torch.no_grad()
-    def _act(self, members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
-        """One stacked actor call for every member's mu(s), then each member's own noise (its exploration and
-        noise stream) around its mu(s). Retired members' rows are zeros, and their actions are not used."""
+    def ddpg_iteration(self, data: PopulationDataModule) -> dict[str, float]:  # type: ignore[override]
+        """The DDPG arm: each member's d0_steps of noisy data into its buffer, then the members' updates."""
+        start = data.env_steps
+        d0s = self.collected(data.collect_lockstep(self.active(), self.meta_cfg.d0_steps, self.explore))
+        for k, d0 in d0s.items():
+            data.members[k].add(d0)
+        self.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
+        return self.member_updates(data) | self.progress(data, d0s)
+
+    # ------------------------------------------------------------------ the members' steps
+    def collected(self, results: dict[int, Any]) -> dict[int, Rollout]:
+        """The members' rollouts of a lockstep collection; a member stopped by a non-finite action is retired."""
+        for k, result in results.items():
+            if isinstance(result, TrainingDiverged):  # this member only
+                self._retire(k, str(result).split(":")[0])
+        return {k: r for k, r in results.items() if not isinstance(r, TrainingDiverged)}
+
+    def member_updates(self, data: PopulationDataModule) -> dict[str, float]:
+        """Each member's updates earned by its own steps (utd_ratio per step collected) as stacked steps, in
+        which a member with fewer updates due sits out the rest unchanged; metrics averaged over the steps
+        each member took."""
+        due = {}
+        for k in self.active():
+            due[k] = self.credits[k].due(data.members[k].env_steps)
+            self.credits[k].spend(due[k])
+        actives = [[k for k, n in due.items() if n > j] for j in range(max(due.values(), default=0))]
+        masks = None if all(len(a) == self.population for a in actives) else actives
+        batches = (data.sample_stacked(self.student_cfg.batch_size, self.device, a) for a in actives)
+        actor_opt, critic_opt = self._student_optimizers()
+        history = self.learner.steps(self.student, actor_opt, critic_opt, batches, None, masks)
+        for k in self._non_finite_members():
+            self._retire(k, "its parameters became NaN or inf")
+        out = {"student/updates": sum(due.values()) / max(len(due), 1)}
+        if history:
+            taken = torch.zeros(len(actives), self.population)
+            for j, a in enumerate(actives):
+                taken[j, a] = 1.0
+            for key in history[0]:
+                values = torch.stack([m[key] for m in history]).nan_to_num() * taken
+                out[f"student/{key}"] = float(values.sum() / taken.sum())
+        return out
+
+    def progress(self, data: PopulationDataModule, d0s: dict[int, Rollout]) -> dict[str, float]:
+        out = {"env_steps": float(data.env_steps)}
+        returns = [d.mean_return for d in d0s.values() if d.episode_returns]
+        if returns:
+            out["train/episode_return"] = sum(returns) / len(returns)
+        return out
+
+    # ------------------------------------------------------------------ acting
+    def episodes(self, members: list[int], actor: nn.Module, seeds: dict[int, int] | None = None) -> dict[int, Rollout]:
+        """``meta.eval_episodes`` deterministic episodes of each given member of a stacked ``actor`` (the
+        student: R(pi); the look-ahead: D1) on its student-rollout environment, in lockstep; not yet stored."""
+        data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
+        act = self.deterministic(actor)
+        return self.collected(data.collect_episodes_lockstep(members, self.meta_cfg.eval_episodes, seeds, act))
+
+    def _full(self, members: list[int], obs: list[torch.Tensor]) -> torch.Tensor:
+        """The given members' observations as one ``[N, ...]`` tensor for a stacked call (other rows: zeros)."""
         full = torch.zeros(self.population, *obs[0].shape, dtype=obs[0].dtype)
         full[members] = torch.stack(obs)
-        mu = self.student.actor(full.to(self.device)).cpu()
+        return full.to(self.device)
+
+    def deterministic(self, actor: nn.Module) -> Act:
+        """Acts with each member's mu(s) of a stacked actor, no noise (one call for all members)."""
+
+        @torch.no_grad()
+        def act(members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
+            mu = actor(self._full(members, obs)).cpu()
+            return [Action(mu[k], mu[k]) for k in members]
+
+        return act
+
+    @torch.no_grad()
+    def explore(self, members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
+        """One stacked actor call for every member's mu(s) (and Q(s, mu(s)) where a teacher reads it), then
+        each member's own exploration (its noise or teacher, and its noise stream)."""
+        full = self._full(members, obs)
+        mu = self.student.actor(full)
+        q = self.student.critic(full, mu) if self.teacher_cfg.kind == "meta_state" else None
         actions = []
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         for k, o, envs in zip(members, obs, started, strict=True):
-            exploration = self.explorations[k]
+            exploration = self.member_exploration(k)
             for i in envs:
                 exploration.reset(i)
-            view = cast(Student, _ActorView(_Fixed(mu[k])))
-            actions.append(exploration.act(o, view, data.members[k].noise_rng))
+            view = cast(Student, _MemberView(mu[k], None if q is None else q[k]))
+            actions.append(exploration.act(o.to(self.device), view, data.members[k].noise_rng))
         return actions
 
     def _non_finite_members(self) -> list[int]:
@@ -173,8 +254,8 @@ class PopulationModule(MetaRLModule):
 
     def _retire(self, k: int, why: str) -> None:
         """Member k stops: no more data, evaluations or results; its files stay. The others go on. Its weights
-        and Adam moments in the stack are zeroed, so that no checkpoint holds NaN or inf (it keeps stepping with
-        the others, on its old data, but nothing of it is recorded any more)."""
+        and Adam moments in the stack are zeroed, so that no checkpoint holds NaN or inf; it takes no more
+        steps."""
         self.retired[k] = f"{why} (iteration {self.iteration})"
         with torch.no_grad():
             for p in self.student.parameters():
@@ -198,7 +279,7 @@ class PopulationModule(MetaRLModule):
             if k in self.retired:
                 continue
             ret = member.evaluate(DeterministicPolicy(actor)).mean_return
-            evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, math.nan)
+            evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, self.r_pis[k])
             scores.append(ret)
         mean = sum(scores) / len(scores)
         metrics = {"eval/return": mean, "eval/env_steps": float(data.env_steps)}
@@ -220,8 +301,11 @@ class PopulationModule(MetaRLModule):
         checkpoint["population"] = {
             "seeds": self.seeds,
             "evaluations": [e.state_dict() for e in self.evaluations],
-            "explorations": [x.extra_state() for x in self.explorations],
+            "explorations": [self.member_exploration(k).extra_state() for k in range(self.population)],
             "retired": dict(self.retired),
+            "credits": [c.state_dict() for c in self.credits],
+            "meta_stats": [m.state_dict() for m in self.member_stats],
+            "r_pis": list(self.r_pis),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -233,52 +317,20 @@ class PopulationModule(MetaRLModule):
             raise ConfigError(f"the checkpoint's seeds {state['seeds']} are not this run's {self.seeds}")
         for evaluation, s in zip(self.evaluations, state["evaluations"], strict=True):
             evaluation.load_state_dict(s)
-        for exploration, s in zip(self.explorations, state["explorations"], strict=True):
-            exploration.load_extra_state(s)
+        for k, s in enumerate(state["explorations"]):
+            self.member_exploration(k).load_extra_state(s)
         self.retired = {int(k): str(v) for k, v in state.get("retired", {}).items()}
+        for credit, s in zip(self.credits, state["credits"], strict=True):
+            credit.load_state_dict(s)
+        for stats, s in zip(self.member_stats, state["meta_stats"], strict=True):
+            stats.load_state_dict(s)
+        self.r_pis = [float(r) for r in state["r_pis"]]
 
 
-class _ActorView:
-    """What an exploration needs from a student (its ``actor``) for one member."""
+class _MemberView:
+    """What an exploration needs from a student for one member: its actor and critic, whose outputs on the
+    states it asks about were computed already (by the stacked calls)."""
 
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
-
-class _Fixed:
-    """An actor whose mu(s) was computed already (by the stacked call) for the states it is asked about."""
-
-    def __init__(self, mu: torch.Tensor) -> None:
-        self.mu = mu
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mu
-
-
-def requested_population(args: Any) -> int:
-    """The ``--population`` a command line asks for (also read from its ``--config`` files, where a resumed run's
-    config.yaml keeps it), so that the CLI can build the population's classes; 1 when not asked for."""
-    argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else []
-    found = 1
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--population=") else None
-        if arg == "--population" and i + 1 < len(argv):
-            value = argv[i + 1]
-        if arg == "--config" and i + 1 < len(argv):
-            value = str(_config_population(argv[i + 1]) or "") or None
-        if value is not None:
-            try:
-                found = int(value)
-            except ValueError:
-                return 1  # the parser reports the bad value in its own words
-    return found
-
-
-def _config_population(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-    value = config.get("population") if isinstance(config, dict) else None
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    def __init__(self, mu: torch.Tensor, q: torch.Tensor | None) -> None:
+        self.actor = lambda obs: mu
+        self.critic = lambda obs, action: q

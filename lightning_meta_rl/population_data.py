@@ -9,14 +9,23 @@ import torch
 
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
+from lightning_meta_rl.population_args import check_population
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
-from lightning_meta_rl.rollout import Action, drive, packed
+from lightning_meta_rl.rollout import Action, Stepper, drive, packed
 from lightning_meta_rl.types import Batch
 
+# acts for several members at once: (member indices, their observations, their environments that started an
+# episode) -> one Action per member
+Act = Callable[[list[int], list[torch.Tensor], list[list[int]]], list[Action]]
 
-def check_population(population: int) -> None:
-    if population < 2:
-        raise ConfigError(f"--population must be at least 2 for a population run, got {population}")
+
+def stack_batches(batches: dict[int, Batch], population: int) -> Batch:
+    """Members' minibatches (by member index) as one ``[population, B, ...]`` batch; absent members' rows are
+    zeros (members that do not step)."""
+    first = next(iter(batches.values()))
+    return Batch.stack(
+        [batches[k] if k in batches else Batch(*map(torch.zeros_like, first)) for k in range(population)]
+    )
 
 
 class PopulationDataModule(RolloutDataModule):
@@ -53,7 +62,7 @@ class PopulationDataModule(RolloutDataModule):
     def env_steps(self, value: int) -> None:
         self._env_steps = value
 
-    def collect_lockstep(self, members: list[int], n: int, act: Callable[..., list[Action]]) -> dict[int, Any]:
+    def collect_lockstep(self, members: list[int], n: int, act: Act) -> dict[int, Any]:
         """n steps of each given member's training environments, all members stepped together so that ``act``
         (member indices, their observations, their environments that started an episode -> Actions) acts for
         all of them at once. Returns each member's Rollout, or the TrainingDiverged that stopped it."""
@@ -61,6 +70,18 @@ class PopulationDataModule(RolloutDataModule):
         for k in members:
             m = self.members[k]
             steppers.append(m.train_collector.stepper(max(1, min(n, m.total_env_steps - m.env_steps))))
+        return self._drive(members, steppers, act)
+
+    def collect_episodes_lockstep(self, members: list[int], k: int, seeds: dict[int, int] | None, act: Act) -> dict:
+        """k whole episodes of each given member's student-rollout environment (D1, R(pi)), in lockstep as in
+        ``collect_lockstep`` (members whose episodes end sooner drop out of the batched call); counted in each
+        member's budget. ``seeds``: each member's first reset seed (None: none)."""
+        steppers = [
+            self.members[m].rollout_collector.episode_stepper(k, None if seeds is None else seeds[m]) for m in members
+        ]
+        return self._drive(members, steppers, act)
+
+    def _drive(self, members: list[int], steppers: list[Stepper], act: Act) -> dict[int, Any]:
         with torch.inference_mode():
             results = drive(steppers, lambda keys, obs, started: act([members[i] for i in keys], obs, started))
         out: dict[int, Any] = {}
@@ -72,9 +93,10 @@ class PopulationDataModule(RolloutDataModule):
             self.members[k].env_steps += len(out[k])
         return out
 
-    def sample_stacked(self, batch_size: int, device: torch.device | None = None) -> Batch:
-        """One minibatch per member from its own buffer, stacked ``[N, B, ...]``."""
-        return Batch.stack([m.sample(batch_size, device) for m in self.members])
+    def sample_stacked(self, batch_size: int, device: torch.device | None, members: list[int]) -> Batch:
+        """One minibatch per given member from its own buffer (and its own sampling stream), stacked
+        ``[N, B, ...]``; the other members' rows are zeros (they do not step)."""
+        return stack_batches({k: self.members[k].sample(batch_size, device) for k in members}, self.population)
 
     def state_dict(self) -> dict[str, Any]:
         members = [m.state_dict() for m in self.members]

@@ -68,24 +68,23 @@ class Collector:
 
     def steps(self, policy: Policy, n: int) -> Rollout:
         """At least n steps, a whole number of steps of every environment; episodes continue across calls."""
-        return self._run(policy, max_steps=n, max_episodes=None, seed=None)
+        rows, returns = self._loop(self.stepper(n), policy)
+        return packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
 
     def episodes(self, policy: Policy, k: int, seed: int | None = None) -> Rollout:
         """k whole episodes from fresh resets (the first reset uses ``seed`` if given); one environment only."""
+        rows, returns = self._loop(self.episode_stepper(k, seed), policy)
+        return packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
+
+    def episode_stepper(self, k: int, seed: int | None = None) -> Stepper:
+        """The collection of ``episodes`` as a generator (see ``stepper``)."""
         if len(self.runners) != 1:
             raise ValueError("episodes() runs on a single environment")
         self._obs = [None]
-        return self._run(policy, max_steps=None, max_episodes=k, seed=seed)
-
-    def _run(self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None) -> Rollout:
-        rows, returns = self._loop(policy, max_steps, max_episodes, seed)
-        return packed(rows, returns)  # outside inference mode: the rollout's tensors may enter autograd
+        return self.stepper(None, k, seed)
 
     @torch.inference_mode()  # cheaper per call than no_grad; only numpy data leaves it
-    def _loop(
-        self, policy: Policy, max_steps: int | None, max_episodes: int | None, seed: int | None
-    ) -> tuple[list[tuple[Any, ...]], list[float]]:
-        stepper = self.stepper(max_steps, max_episodes, seed)
+    def _loop(self, stepper: Stepper, policy: Policy) -> tuple[list[tuple[Any, ...]], list[float]]:
         (result,) = drive([stepper], lambda _, obs, started: [_act(policy, obs[0], started[0])])
         if isinstance(result, TrainingDiverged):
             raise result

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_meta_rl.adam import make_adam
 from lightning_meta_rl.exploration import Exploration
-from lightning_meta_rl.learner import make_adam
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.networks import ActionScale, GaussianHead, Student
 from lightning_meta_rl.rollout import Action

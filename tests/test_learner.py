@@ -11,7 +11,8 @@ import torch
 from conftest import fit, read_metrics
 from torch._dynamo.utils import counters
 
-from lightning_meta_rl.learner import AdamState, Learner, ddpg_step, make_adam
+from lightning_meta_rl.adam import AdamState, make_adam
+from lightning_meta_rl.learner import Learner, ddpg_step
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch
 
@@ -215,29 +216,43 @@ def test_a_compiled_fit_evaluates_like_eager_and_resumes(tmp_path: Path) -> None
 
 
 def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
-    """Three differently initialised students with their own Adam state, stacked into one: one stacked step
-    moves member k as its student's own step moves it (within 1e-5; the batched products sum in another
-    order), and member k comes back out as an ordinary student."""
+    """Three differently initialised students with their own Adam state (and step counts 1, 2, 3), stacked into
+    one: a stacked step moves member k as its student's own step moves it (within 1e-5; the batched products
+    sum in another order), each by its own Adam step count, and member k comes back out as an ordinary
+    student. A masked step (members 0 and 2) leaves member 1 exactly as it was: parameters, targets, Adam
+    moments and step count."""
     singles, actor_opts, critic_opts = [], [], []
     for seed in range(3):
         torch.manual_seed(seed)
         s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
         a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
-        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(2, seed=10 + seed))  # own Adam state
+        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(seed + 1, seed=10 + seed))  # own Adam state
         singles.append(s)
         actor_opts.append(a)
         critic_opts.append(c)
     population = Student.stack(singles)
     actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts])
     critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts])
-    (batch,) = random_batches(1, lead=(3,), seed=20)
-    ddpg_step(population, actor_adam, critic_adam, batch, 0.99, 0.05, 1e-2)
+    assert actor_adam.step[0].tolist() == [1.0, 2.0, 3.0]
+    batches = random_batches(2, lead=(3,), seed=20)
+    ddpg_step(population, actor_adam, critic_adam, batches[0], 0.99, 0.05, 1e-2)
+    before = {n: t.clone() for n, t in population.state_dict().items()}
+    adam_before = [t.clone() for t in (*critic_adam.exp_avg, *critic_adam.exp_avg_sq, *critic_adam.step)]
+    ddpg_step(population, actor_adam, critic_adam, batches[1], 0.99, 0.05, 1e-2, active=[0, 2])
+    for name, t in population.state_dict().items():
+        if t.dim() > 0 and t.shape[0] == 3:
+            assert torch.equal(t[1], before[name][1]), name
+    after = [*critic_adam.exp_avg, *critic_adam.exp_avg_sq, *critic_adam.step]
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(after, adam_before, strict=True))
+    assert actor_adam.step[0].tolist() == [3.0, 3.0, 5.0]
     for k, (single, a, c) in enumerate(zip(singles, actor_opts, critic_opts, strict=True)):
-        ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batch)), 0.99, 0.05, 1e-2)
+        for batch in batches[: 1 if k == 1 else 2]:
+            ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batch)), 0.99, 0.05, 1e-2)
         member = population.member(k)
         assert type(member.actor.net[0]) is torch.nn.Linear
         for (name, x), (_, y) in zip(single.state_dict().items(), member.state_dict().items(), strict=True):
             torch.testing.assert_close(y, x, **TOL, msg=name)
-    with pytest.raises(ValueError, match="step counts"):
-        Learner(0.99, 0.05, 1e-2).update(singles[0], actor_opts[0], critic_opts[0], random_batches(1))
-        AdamState.stack([AdamState.of(o) for o in actor_opts])
+    with pytest.raises(ValueError, match="one Adam step count per member"):
+        ddpg_step(
+            singles[0], AdamState.of(actor_opts[0]), AdamState.of(critic_opts[0]), batches[0], 0.99, 0.05, 0, active=[0]
+        )

@@ -33,10 +33,10 @@ class _PeakAtOne(nn.Module):
 def test_critic_improvement_is_positive_when_pi_prime_is_better_and_antisymmetric() -> None:
     obs = torch.randn(50, 3)
     worse, better = _Constant(-1.0), _Constant(0.5)
-    up = critic_improvement(_PeakAtOne(), worse, better, obs)
+    up = float(critic_improvement(_PeakAtOne(), worse, better, obs))
     assert up == pytest.approx(-(0.5**2) + 2.0**2)  # Q(better) - Q(worse) = -0.25 + 4
-    assert critic_improvement(_PeakAtOne(), better, worse, obs) == pytest.approx(-up)
-    assert critic_improvement(_PeakAtOne(), better, better, obs) == 0.0
+    assert float(critic_improvement(_PeakAtOne(), better, worse, obs)) == pytest.approx(-up)
+    assert float(critic_improvement(_PeakAtOne(), better, better, obs)) == 0.0
 
 
 def test_a_critic_meta_reward_run_spends_every_step_after_warm_up_on_teacher_data(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``--population=N`` (lightning_meta_rl/population.py): N seeds of the DDPG arm in one process, each member the
+"""``--population=N`` (lightning_meta_rl/population.py): N seeds of either arm in one process, each member the
 run of its seed; per-seed results; checkpoint, interruption and resume of the whole population."""
 
 from __future__ import annotations
@@ -9,20 +9,28 @@ import os
 import shlex
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from conftest import SMOKE, TINY, fit
 from test_cluster import run_main
 
-from lightning_meta_rl.population import PopulationModule, requested_population
+from lightning_meta_rl.population import PopulationModule
+from lightning_meta_rl.population_args import requested_population
 
-DDPG = ["--model.teacher.kind=gaussian", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
+DDPG = ["--model.teacher.kind=gaussian", *QUIET]
 
 
 def curve(path: Path) -> list[tuple[float, float]]:
     with open(path, newline="") as f:
         return [(float(r["env_steps"]), float(r["eval/return"])) for r in csv.DictReader(f)]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_each_member_is_the_run_of_its_seed(tmp_path: Path) -> None:
@@ -57,15 +65,18 @@ def test_the_end_line_reports_every_seed_and_the_members_differ(
     assert "population: 3" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.parametrize(
+    ("arm", "cut_at"), [(DDPG, 8), (["--model.teacher.kind=meta_state", *QUIET], 3)], ids=["ddpg", "meta_state"]
+)
 def test_an_interrupted_population_resumes_to_what_an_uninterrupted_one_reaches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, arm: list[str], cut_at: int
 ) -> None:
-    args = [*TINY, *DDPG, "--population=2", "--data.total_env_steps=2000", "--data.eval_every=400"]
+    args = [*TINY, *arm, "--population=2", "--data.total_env_steps=2000", "--data.eval_every=400"]
     assert run_main("fit", "--config", SMOKE, "--run_dir", str(tmp_path / "whole"), *args) == 0
     original = PopulationModule.training_step
 
     def step(self: PopulationModule, batch: int, batch_idx: int) -> None:
-        if self.iteration + 1 == 8:  # mid-run, between two checkpoints
+        if self.iteration + 1 == cut_at:  # mid-run, between two checkpoints
             os.kill(os.getpid(), signal.SIGTERM)
         original(self, batch, batch_idx)
 
@@ -81,6 +92,90 @@ def test_an_interrupted_population_resumes_to_what_an_uninterrupted_one_reaches(
         assert curve(cut / f"seed_{seed}" / "metrics.csv") == curve(tmp_path / "whole" / f"seed_{seed}" / "metrics.csv")
 
 
+META_TINY = [*TINY, *QUIET, "--data.total_env_steps=1500", "--data.eval_every=300"]
+
+
+def meta_fits(tmp_path: Path, *setting: str) -> tuple[Any, list[Any]]:
+    """A Meta population of seeds 5 and 6, and the single runs of those seeds."""
+    pop = fit(tmp_path / "pop", *META_TINY, *setting, "--seed_everything=5", "--population=2")
+    singles = [fit(tmp_path / f"single{s}", *META_TINY, *setting, f"--seed_everything={s}") for s in (5, 6)]
+    return pop, singles
+
+
+def adam_steps(opt: torch.optim.Optimizer) -> torch.Tensor:
+    return next(iter(opt.state.values()))["step"]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [["--model.teacher.kind=meta"], ["--model.meta.reward=critic", "--model.meta.lookahead=inplace"]],
+    ids=["meta", "critic_inplace"],
+)
+def test_each_meta_member_is_the_run_of_its_seed(tmp_path: Path, setting: list[str]) -> None:
+    """The Meta arm in a population: member k's evaluations, R(pi), student and teacher equal the single run of
+    seed 5 + k, up to the float order of the stacked products."""
+    pop, singles = meta_fits(tmp_path, *setting)
+    for k, (seed, single) in enumerate(zip((5, 6), singles, strict=True)):
+        got, expected = (
+            rows(d / "metrics.csv") for d in (tmp_path / "pop" / f"seed_{seed}", tmp_path / f"single{seed}")
+        )
+        assert len(got) == len(expected) >= 3
+        for a, b in zip(got, expected, strict=True):
+            assert a["env_steps"] == b["env_steps"]
+            for key in ("eval/return", "r_pi"):
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, nan_ok=True), (seed, key)
+        pairs = [
+            (pop.model.student.member(k).state_dict(), single.model.student.state_dict()),
+            (pop.model.explorations[k].state_dict(), single.model.exploration.state_dict()),
+        ]
+        for ours, theirs in pairs:
+            for (name, x), (_, y) in zip(ours.items(), theirs.items(), strict=True):
+                torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=f"seed {seed}: {name}")
+        assert pop.model.teacher_steps == single.model.teacher_steps > 0
+
+
+def test_meta_members_whose_episodes_differ_take_the_updates_their_own_steps_earn(tmp_path: Path) -> None:
+    """On InvertedPendulum, D1 and R(pi) episodes end at different steps for different members, so members earn
+    different numbers of updates: each member's Adam step count, update credit and environment steps equal
+    its single run's, which could not hold if a member moved in another's steps (masked steps)."""
+    pop, singles = meta_fits(tmp_path, "--data.env_id=InvertedPendulum-v5", "--model.teacher.kind=meta_state")
+    actor_opt = pop.model.optimizers()[0].optimizer
+    members = adam_steps(actor_opt)
+    assert members[0] != members[1]  # the members did step apart
+    for k, (seed, single) in enumerate(zip((5, 6), singles, strict=True)):
+        assert float(members[k]) == float(adam_steps(single.model.optimizers()[0].optimizer))
+        assert pop.model.credits[k].state_dict() == single.model.credit.state_dict()
+        assert pop.datamodule.members[k].env_steps == single.datamodule.env_steps
+        assert curve(tmp_path / "pop" / f"seed_{seed}" / "metrics.csv") == curve(
+            tmp_path / f"single{seed}" / "metrics.csv"
+        )
+
+
+def test_a_meta_member_exports_with_its_own_teacher(tmp_path: Path) -> None:
+    from lightning_meta_rl.export import export_member
+
+    pop = fit(tmp_path / "pop", *META_TINY, "--model.teacher.kind=meta_state", "--population=3")
+    checkpoint = torch.load(tmp_path / "pop" / "checkpoints" / "last.ckpt", weights_only=False)
+    exported = export_member(checkpoint, 1)
+    teacher = {n.removeprefix("exploration."): t for n, t in exported["state_dict"].items() if "exploration." in n}
+    own = pop.model.explorations[1].state_dict()
+    assert teacher.keys() == own.keys() and all(torch.equal(teacher[n], own[n]) for n in own)
+    assert len(exported["optimizer_states"]) == 3  # actor, critic and this member's teacher
+    assert exported["meta_rl"]["r_pi"] == checkpoint["population"]["r_pis"][1]
+    path = tmp_path / "member1.ckpt"
+    torch.save(exported, path)
+    single = fit(
+        tmp_path / "resumed",
+        *META_TINY,
+        "--model.teacher.kind=meta_state",
+        "--seed_everything=1",
+        "--data.total_env_steps=2600",
+        "--ckpt_path",
+        str(path),
+    )
+    assert single.model.teacher_steps > pop.model.teacher_steps  # an ordinary run that trains on from it
+
+
 def test_a_population_checkpoint_is_refused_by_a_run_of_another_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -92,22 +187,13 @@ def test_a_population_checkpoint_is_refused_by_a_run_of_another_size(
     assert "--population: checkpoint 2, this run 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["meta", "param"])
-def test_kinds_not_available_in_a_population_are_refused_in_one_paragraph(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+@pytest.mark.parametrize("setting", [["--model.teacher.kind=param"], ["--model.meta.samples=2"]])
+def test_settings_not_available_in_a_population_are_refused_in_one_paragraph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: list[str]
 ) -> None:
-    code = run_main(
-        "fit",
-        "--config",
-        SMOKE,
-        "--run_dir",
-        str(tmp_path / "r"),
-        *TINY,
-        f"--model.teacher.kind={kind}",
-        "--population=2",
-    )
+    code = run_main("fit", "--config", SMOKE, "--run_dir", str(tmp_path / "r"), *TINY, *setting, "--population=2")
     err = capsys.readouterr().err
-    assert code == 2 and "not available in a population yet" in err and "Traceback" not in err
+    assert code == 2 and "--population does not run" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import fit, params_snapshot, same
 
+from lightning_meta_rl.adam import AdamState, make_adam
 from lightning_meta_rl.config import TeacherConfig
 from lightning_meta_rl.exploration import KINDS, GaussianNoise, OUNoise, build_exploration
-from lightning_meta_rl.learner import AdamState, Learner, make_adam
+from lightning_meta_rl.learner import Learner
 from lightning_meta_rl.losses import teacher_loss
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Student

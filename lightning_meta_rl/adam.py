@@ -1,0 +1,171 @@
+"""Adam state as tensors, for the student's update (learner.py): torch's own functional Adam run on the state
+tensors of ``torch.optim.Adam`` optimizers, so that the optimizers, their ``state_dict`` and the checkpoints stay
+torch's. Adam is elementwise, so one Adam over stacked tensors is one independent Adam per member; a
+population's members also keep one step count each (``per_member_steps``), so that they can step apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.optim.adam import adam
+
+
+def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
+    """Adam, fused where torch supports it for these tensors (CPU and CUDA in recent torch)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+# ---------------------------------------------------------------------------- Adam state as tensors
+class AdamState(NamedTuple):
+    """One Adam's per-parameter tensors, in ``torch.optim.Adam``'s layout, and its settings."""
+
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+    step: list[torch.Tensor]
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    fused: bool | None
+
+    @classmethod
+    def of(cls, opt: torch.optim.Optimizer) -> AdamState:
+        """The optimizer's own state tensors (updating them updates the optimizer). Its state is created the
+        way its first step creates it, if it has none yet."""
+        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
+            raise TypeError(f"the student's update needs a torch.optim.Adam with one parameter group, got {opt}")
+        group = opt.param_groups[0]
+        if group["amsgrad"] or group["maximize"] or group["differentiable"] or torch.is_tensor(group["lr"]):
+            raise TypeError("the student's Adam must be plain: no amsgrad, maximize, differentiable or tensor lr")
+        params: list[torch.Tensor] = group["params"]
+        if not all(opt.state.get(p) for p in params):
+            _create_state(opt, params)
+        states = [opt.state[p] for p in params]
+        return cls(
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            (float(group["betas"][0]), float(group["betas"][1])),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            group["fused"],
+        )
+
+    @staticmethod
+    def stack(states: list[AdamState]) -> AdamState:
+        """The Adam states of several students as one for their stacked members (``Student.stack``): moments
+        ``[M, ...]`` and one step count per member (``[M]``), so that members may step apart (masked steps)."""
+        first = states[0]
+        return first._replace(
+            exp_avg=[torch.stack(ts) for ts in zip(*(s.exp_avg for s in states), strict=True)],
+            exp_avg_sq=[torch.stack(ts) for ts in zip(*(s.exp_avg_sq for s in states), strict=True)],
+            step=[torch.stack(ts) for ts in zip(*(s.step for s in states), strict=True)],
+        )
+
+    def members(self, active: list[int] | None) -> AdamState:
+        """With one step count per member (``[M]``): every tensor split into its members' slices (views), of
+        ``active`` members only (None: all), so that torch's Adam, which keeps one count per tensor, steps each
+        member by its own count and leaves the others untouched. Otherwise the state itself."""
+        if not self.step or self.step[0].dim() == 0:
+            if active is not None:
+                raise ValueError("masked members need one Adam step count per member (per_member_steps)")
+            return self
+        keep = range(self.step[0].shape[0]) if active is None else active
+        return self._replace(
+            exp_avg=_slices(self.exp_avg, keep),
+            exp_avg_sq=_slices(self.exp_avg_sq, keep),
+            step=_slices(self.step, keep),
+        )
+
+    def repeat(self, members: int | None) -> AdamState:
+        """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
+        (None: the same shapes). The step counts stay one per parameter tensor: members step together."""
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.clone() if members is None else t.unsqueeze(0).repeat(members, *[1] * t.dim())
+
+        return self._replace(
+            exp_avg=[rep(t) for t in self.exp_avg],
+            exp_avg_sq=[rep(t) for t in self.exp_avg_sq],
+            step=[t.clone() for t in self.step],
+        )
+
+    @torch.no_grad()
+    def copy_from(self, source: AdamState) -> AdamState:
+        """``source``'s state in this copy's tensors (broadcast over the members of a repeated copy)."""
+        dst = [*self.exp_avg, *self.exp_avg_sq, *self.step]
+        src = [*source.exp_avg, *source.exp_avg_sq, *source.step]
+        for d, s in zip(dst, src, strict=True):
+            d.copy_(s.expand_as(d))
+        return source._replace(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, step=self.step)
+
+
+def _slices(tensors: list[torch.Tensor], members: Iterable[int]) -> list[torch.Tensor]:
+    """Each tensor's member slices ``t[k]`` (views), tensor by tensor."""
+    keep = list(members)
+    return [t[k] for t in tensors for k in keep]
+
+
+def per_member_steps(opt: torch.optim.Optimizer, members: int) -> None:
+    """Give a stacked student's Adam one step count per member (``[members]`` instead of one per tensor; its
+    state is created first if it has none), so that members can take different numbers of steps."""
+    AdamState.of(opt)
+    for state in opt.state.values():
+        if state["step"].dim() == 0:
+            state["step"] = state["step"].expand(members).clone()
+
+
+def _create_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Let torch create its Adam state (its own layout: dtypes, devices) by a step on zero gradients, which
+    moves no parameter (the first moment is zero), then set the step count back to zero."""
+    if any(opt.state.get(p) for p in params):
+        raise RuntimeError("an Adam with state for some of its parameters only")
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p, g in zip(params, saved, strict=True):
+        opt.state[p]["step"].zero_()
+        p.grad = g
+
+
+def adam_step(
+    params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState, active: list[int] | None = None
+) -> None:
+    """One Adam step by torch's functional Adam, in place on ``params`` and ``state``. Eager: the optimizer's
+    own kernel choice (fused); compiled: the single-tensor form, which dynamo traces (the fused one it skips).
+    With one step count per member, each member's slices step by its own count, and only ``active`` members
+    (None: all) move."""
+    compiling = torch.compiler.is_compiling()
+    # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
+    # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
+    grads = [g.contiguous() for g in grads]
+    sliced = state.members(active)
+    if sliced is not state:
+        keep = range(state.step[0].shape[0]) if active is None else active
+        params, grads, state = _slices(params, keep), _slices(grads, keep), sliced
+    with torch.no_grad():
+        adam(
+            params,
+            grads,
+            state.exp_avg,
+            state.exp_avg_sq,
+            [],
+            state.step,
+            foreach=False if compiling else None,
+            fused=False if compiling else state.fused,
+            amsgrad=False,
+            beta1=state.betas[0],
+            beta2=state.betas[1],
+            lr=state.lr,
+            weight_decay=state.weight_decay,
+            eps=state.eps,
+            maximize=False,
+        )

@@ -1,0 +1,132 @@
+"""One iteration of Algorithm 1 for every member of a population (``--population`` with a learned teacher).
+
+The steps are those of ``MetaRLModule.meta_iteration`` with one teacher sample (K = 1), each done for all
+members at once where it can be: D0 is collected in lockstep with one stacked student call per step; the
+members' look-ahead students are one stacked copy trained by one ``ddpg_step`` per update on each member's own
+D0; D1 and R(pi) are the members' episodes in lockstep (members whose episodes end sooner drop out of the
+batched call); each member's teacher takes its own step on its own meta-reward; the student updates follow
+each member's own update credit (population.py, ``member_updates``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from lightning_meta_rl.meta_reward import critic_improvement
+from lightning_meta_rl.population_data import PopulationDataModule, stack_batches
+from lightning_meta_rl.teachers import LearnedTeacher
+from lightning_meta_rl.types import IterationRecord, Rollout
+
+if TYPE_CHECKING:
+    from lightning_meta_rl.population import PopulationModule
+
+
+def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[str, float]:
+    """Algorithm 1, one iteration, for every active member; returns the metrics averaged over members."""
+    cfg, start, device = pop.meta_cfg, data.env_steps, pop.device
+    # 1. D0 from each member's teacher as it is now
+    d0s = pop.collected(data.collect_lockstep(pop.active(), cfg.d0_steps, pop.explore))
+    active = list(d0s)
+    # 2. the look-ahead students pi'_k = DDPG(pi_k, D0_k), stacked, each on minibatches of its own D0
+    size, n = pop.student_cfg.batch_size, cfg.lookahead_updates
+    batches = (
+        stack_batches({k: data.members[k].sample_rollout(d0s[k], size, device) for k in active}, pop.population)
+        for _ in range(n)
+    )
+    actor_opt, critic_opt = pop._student_optimizers()
+    if cfg.lookahead == "inplace":
+        masks = None if len(active) == pop.population else [active] * n
+        pop.learner.steps(pop.student, actor_opt, critic_opt, batches, None, masks)
+        look_actor, look_metrics = pop.student.actor, {}
+    else:
+        (look_actor,), metrics = pop.learner.lookahead(pop.student, actor_opt, critic_opt, None, batches)
+        look_metrics = {f"lookahead/{k}": v for k, v in metrics.items()}
+    # 3. the meta-rewards: D1 rollouts against R(pi), or the student's critic
+    d1s: dict[int, Rollout] = {}
+    r_before = {k: pop.r_pis[k] for k in active}
+    if cfg.reward == "critic":
+        obs = data.sample_stacked(cfg.critic_states, device, active).obs
+        improvement = critic_improvement(pop.student.critic, pop.student.actor, look_actor, obs)
+        rewards = {k: float(improvement[k]) for k in active}
+        r_before = {k: math.nan for k in active}
+    else:
+        seeds = {k: data.members[k].pairing_seed() for k in active} if cfg.paired_evaluation else None
+        if seeds is not None:  # R(pi) again from the same reset seeds as D1, stored
+            for k, rollout in pop.episodes(active, pop.student.actor, seeds).items():
+                data.members[k].add(rollout)
+                r_before[k] = rollout.mean_return
+        d1s = pop.episodes([k for k in active if k not in pop.retired], look_actor, seeds)
+        rewards = {k: d1.mean_return - r_before[k] for k, d1 in d1s.items()}
+    # 4. each member's teacher steps on its own meta-reward
+    teacher_metrics = teacher_steps(pop, {k: d0s[k] for k in rewards}, rewards)
+    # 5. D0 and D1 into each member's buffer
+    for k in active:
+        data.members[k].add(d0s[k])
+        if k in d1s:
+            data.members[k].add(d1s[k])
+    # 6. the members' student updates, then their new R(pi) (stored too)
+    student_metrics = pop.member_updates(data)
+    students = pop.episodes(pop.active(), pop.student.actor) if d1s else {}
+    for k, rollout in students.items():
+        data.members[k].add(rollout)
+        pop.r_pis[k] = rollout.mean_return
+    for k in pop.active():  # meta_state: the Q statistics of the student that acts in the next D0
+        teacher = pop.member_exploration(k)
+        if isinstance(teacher, LearnedTeacher) and teacher.scaled_features:
+            recent = torch.cat([r.obs for r in (d0s[k], d1s.get(k), students.get(k)) if r is not None])
+            teacher.refresh_features(data.members[k].normalizer(recent).to(device), pop.student.member(k))
+    first = active[0] if active else next(iter(d0s))
+    pop.last_iteration = IterationRecord(
+        start, data.env_steps, d0s[first], d1s.get(first), students.get(first), meta_reward=rewards.get(first, math.nan)
+    )
+    return {
+        "meta/reward": _mean(rewards.values()),
+        "meta/r_pi_before": _mean(r_before.values()),
+        "meta/r_pi_prime": _mean(d1.mean_return for d1 in d1s.values()) if d1s else math.nan,
+        "meta/r_pi": _mean(pop.r_pis[k] for k in pop.active()),
+        **look_metrics,
+        **teacher_metrics,
+        **student_metrics,
+        **pop.progress(data, d0s),
+    }
+
+
+def teacher_steps(pop: PopulationModule, d0s: dict[int, Rollout], rewards: dict[int, float]) -> dict[str, float]:
+    """Each member's teacher update by the meta-policy gradient on its own D0 and meta-reward (one backward
+    pass through the sum of the members' losses: each teacher's gradient is its own loss's). A frozen teacher
+    computes the same loss and diagnostics but takes no step."""
+    losses, records = [], []
+    for k, m in rewards.items():
+        teacher = pop.member_exploration(k)
+        assert isinstance(teacher, LearnedTeacher)
+        advantages = pop.member_stats[k].advantages([m])
+        loss, log_prob, context = teacher.meta_loss([d0s[k]], advantages, pop.device)
+        losses.append(loss)
+        records.append((k, teacher, loss, log_prob, context, m, advantages))
+    if losses and not pop.teacher_cfg.frozen:
+        opts = pop.optimizers()[2:]  # type: ignore[index]
+        for k in rewards:
+            opts[k].zero_grad()
+        pop.manual_backward(torch.stack(losses).sum())
+        for k in rewards:
+            opts[k].step()
+        pop.teacher_steps += 1
+    per_member = [
+        {
+            "teacher/loss": float(loss.detach()),
+            "teacher/log_prob": float(log_prob.detach().mean()),
+            "teacher/steps": float(pop.teacher_steps),
+            **teacher.diagnostics(context),  # the teacher as it will act in the next D0, on this D0's states
+            **pop.member_stats[k].metrics([m], advantages),
+        }
+        for k, teacher, loss, log_prob, context, m, advantages in records
+    ]
+    return {key: _mean(d[key] for d in per_member) for key in per_member[0]} if per_member else {}
+
+
+def _mean(values: object) -> float:
+    listed = [float(v) for v in values]  # type: ignore[attr-defined]
+    return sum(listed) / len(listed) if listed else math.nan
