@@ -20,6 +20,7 @@ SCRIPTS = (
     "fair_study",
     "gpu_check",
     "investigate",
+    "population_equivalence",
     "population_speed",
     "reproduce",
     "throughput",
