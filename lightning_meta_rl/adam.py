@@ -69,15 +69,8 @@ class AdamState(NamedTuple):
             step=[torch.stack(ts) for ts in zip(*(s.step for s in states), strict=True)],
         )
 
-    def members(self, active: list[int] | None) -> AdamState:
-        """With one step count per member (``[M]``): every tensor split into its members' slices (views), of
-        ``active`` members only (None: all), so that torch's Adam, which keeps one count per tensor, steps each
-        member by its own count and leaves the others untouched. Otherwise the state itself."""
-        if not self.step or self.step[0].dim() == 0:
-            if active is not None:
-                raise ValueError("masked members need one Adam step count per member (per_member_steps)")
-            return self
-        keep = range(self.step[0].shape[0]) if active is None else active
+    def members(self, keep: Iterable[int]) -> AdamState:
+        """Every moment and (per-member) step count split into the slices of the members in ``keep`` (views)."""
         return self._replace(
             exp_avg=_slices(self.exp_avg, keep),
             exp_avg_sq=_slices(self.exp_avg_sq, keep),
@@ -139,18 +132,36 @@ def _create_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> Non
 def adam_step(
     params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState, active: list[int] | None = None
 ) -> None:
-    """One Adam step by torch's functional Adam, in place on ``params`` and ``state``. Eager: the optimizer's
-    own kernel choice (fused); compiled: the single-tensor form, which dynamo traces (the fused one it skips).
-    With one step count per member, each member's slices step by its own count, and only ``active`` members
-    (None: all) move."""
-    compiling = torch.compiler.is_compiling()
+    """One Adam step by torch's functional Adam, in place on ``params`` and ``state``.
+
+    With one step count per member (``per_member_steps``), each member steps by its own count and only
+    ``active`` members (None: all) move: torch's Adam keeps one count per tensor, so it is given each member's
+    slices as tensors of their own. When every member steps and all counts are equal (always in the DDPG
+    arm), it runs on the whole tensors instead, with member 0's counts, which are then copied to the others:
+    the same arithmetic element by element, in fewer and larger kernels.
+    """
     # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
     # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
     grads = [g.contiguous() for g in grads]
-    sliced = state.members(active)
-    if sliced is not state:
-        keep = range(state.step[0].shape[0]) if active is None else active
-        params, grads, state = _slices(params, keep), _slices(grads, keep), sliced
+    counts = state.step[0] if state.step and state.step[0].dim() == 1 else None
+    if counts is None:
+        if active is not None:
+            raise ValueError("masked members need one Adam step count per member (per_member_steps)")
+        _adam(params, grads, state)
+    elif active is None and not torch.compiler.is_compiling() and bool((counts == counts[0]).all()):
+        _adam(params, grads, state._replace(step=[s[0] for s in state.step]))
+        with torch.no_grad():
+            for s in state.step:
+                s[1:] = s[0]
+    else:
+        keep = range(len(counts)) if active is None else active
+        _adam(_slices(params, keep), _slices(grads, keep), state.members(keep))
+
+
+def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState) -> None:
+    """torch's functional Adam. Eager: the optimizer's own kernel choice (fused); compiled: the single-tensor
+    form, which dynamo traces (the fused one it skips)."""
+    compiling = torch.compiler.is_compiling()
     with torch.no_grad():
         adam(
             params,
