@@ -86,6 +86,7 @@ class PopulationModule(MetaRLModule):
         self.population = population
         self.seeds = [seed + k for k in range(population)]
         self.explorations = nn.ModuleList(explorations)  # teachers' weights are in the checkpoint's state_dict
+        self._explorers: list[Exploration] = explorations  # the same modules, plainly indexed (once per step)
         self.actors: list[Actor] = [m.actor for m in members]  # plain copies: warm-up and evaluation
         self.evaluations = [Evaluation() for _ in members]
         self.credits = [UpdateCredit(utd_ratio) for _ in members]
@@ -98,7 +99,7 @@ class PopulationModule(MetaRLModule):
         return self.evaluations[0].history
 
     def member_exploration(self, k: int) -> Exploration:
-        return cast(Exploration, self.explorations[k])
+        return self._explorers[k]
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         cfg, teacher = self.student_cfg, self.teacher_cfg
@@ -238,11 +239,11 @@ class PopulationModule(MetaRLModule):
         actions = []
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         for k, o, envs in zip(members, obs, started, strict=True):
-            exploration = self.member_exploration(k)
+            exploration = self._explorers[k]
             for i in envs:
                 exploration.reset(i)
             view = cast(Student, _MemberView(mu[k], None if q is None else q[k]))
-            actions.append(exploration.act(o.to(self.device), view, data.members[k].noise_rng))
+            actions.append(exploration.act(o.to(full.device), view, data.members[k].noise_rng))
         return actions
 
     def _non_finite_members(self) -> list[int]:
