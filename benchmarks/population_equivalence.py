@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import tempfile
 from datetime import date
+from hashlib import sha256
 from pathlib import Path
 
 from population_jobs import PopulationJob, seed_results
@@ -106,6 +107,12 @@ def first_divergence(a: list[dict[str, str]], b: list[dict[str, str]]) -> str:
     return "never" if len(a) == len(b) else f"never (but {len(a)} against {len(b)} evaluations)"
 
 
+def relative(a: dict[str, str], b: dict[str, str]) -> float:
+    """|a - b| / max(|a|, |b|) of two evaluations' returns."""
+    x, y = float(a["eval/return"]), float(b["eval/return"])
+    return abs(x - y) / max(abs(x), abs(y), 1e-12)
+
+
 def compare(arm: str, jobs: list[PopulationJob], runs: Path) -> tuple[list[dict[str, object]], dict[str, float]]:
     """One row per seed (both final scores, their difference, where the curves part) and the arm's statistics."""
     members = seed_results(jobs[0], runs)
@@ -115,6 +122,7 @@ def compare(arm: str, jobs: list[PopulationJob], runs: Path) -> tuple[list[dict[
         rows.append({
             "arm": arm, "seed": m.seed, "population": round(m.final_score, 3), "single": round(s.final_score, 3),
             "difference": round(m.final_score - s.final_score, 3), "curves_part_at": first_divergence(m.rows, s.rows),
+            "first_eval_relative_diff": f"{relative(m.rows[0], s.rows[0]):.1e}",
             "retired": m.retired or s.retired,
         })  # fmt: skip
     pop = [m.final_score for m in members]
@@ -147,7 +155,37 @@ def report(rows: list[dict[str, object]], stats: dict[str, dict[str, float]], he
             f"{s['spread']:.1f} | {s['mean_diff']:+.1f} | {s['max_abs_diff']:.1f} | {s['p_permutation']:.3f} | "
             f"{s['p_sign_flip']:.3f} | {verdict} |"
         )
+    lines += ["", "## Verdict", ""]
+    for arm, s in stats.items():
+        mine = [r for r in rows if r["arm"] == arm]
+        parts = [str(r["curves_part_at"]) for r in mine]
+        first = max(float(str(r["first_eval_relative_diff"])) for r in mine)
+        lines.append(
+            f"- {arm}: permutation p = {s['p_permutation']:.3f}, "
+            f"{'different' if s['p_permutation'] < 0.05 else 'no difference detected'}. With five seeds a side, "
+            f"80% power needs a shift of about 2 std of the scores, here about {2 * s['spread']:.0f}. The paired "
+            f"differences average {s['mean_diff']:+.1f} (largest {s['max_abs_diff']:.1f}; std of all scores "
+            f"{s['spread']:.1f}). At the first evaluation member and single run differ by at most {first:.0e} "
+            f"relative; the curves part (1e-3 relative) at env steps {', '.join(parts)} (seeds in order)."
+        )
     return "\n".join(lines) + "\n"
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def package_state() -> str:
+    """The commit, and any uncommitted edits under lightning_meta_rl/ (a hash of their diff, the new files)."""
+    diff = git("diff", "HEAD", "--", "lightning_meta_rl")
+    new = git("ls-files", "--others", "--exclude-standard", "lightning_meta_rl").split()
+    state = f"commit {git('rev-parse', '--short', 'HEAD')}"
+    if diff or new:
+        digest = sha256(diff.encode()).hexdigest()[:12]
+        state += (
+            f" with uncommitted changes under lightning_meta_rl/ (diff sha256 {digest}; new files: {new or 'none'})"
+        )
+    return state
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,9 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         runs = Path(tmp) if args.quick else FOLDER / "runs"
         jobs = study(seeds, budget, overrides)
         every = [job for arm_jobs in jobs.values() for job in arm_jobs]
+        todo = [j for j in every if not finished(j, runs)]
+        state = package_state() if todo else "runs made by an earlier invocation"
         # one training at a time; a failed arm (say, Meta's population) leaves the other arm's results usable
         try:
-            run_all([j for j in every if not finished(j, runs)], runs, 1, lambda: None)
+            run_all(todo, runs, 1, lambda: None)
         except SystemExit as failed:
             if args.quick:
                 raise
@@ -174,9 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows += arm_rows
             else:
                 print(f"{arm}: not every run finished, no result for this arm", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "lightning_meta_rl"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()  # fmt: skip
+    if state != package_state():
+        state += f", then {package_state()}: the package changed while the runs ran"
     population = jobs["ddpg"][0]
     example = ["python", *population.command(Path("<runs>") / population.name, None)[1:]]
     example = [a.replace(f"{ROOT}/", "") for a in example]
@@ -184,9 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Population members against single runs (Pendulum-v1)",
         "",
         f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} CPUs, one torch thread, one training at "
-        f"a time; commit {commit.stdout.strip()}"
-        + (" with uncommitted changes under lightning_meta_rl/" if dirty else "")
-        + f". `python benchmarks/population_equivalence.py{' --quick' if args.quick else ''}`: per arm, seeds "
+        f"a time; {state}. `python benchmarks/population_equivalence.py{' --quick' if args.quick else ''}`: per arm, seeds "
         f"{seeds[0]}-{seeds[-1]} with {budget} env steps, as one population and as {len(seeds)} single runs. "
         "Final score: mean eval/return over the last 10% of evaluation points (runlib.final_score). The test "
         "plan is in the script's docstring. The DDPG population's command (the single runs drop `--population`):",
