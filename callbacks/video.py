@@ -134,11 +134,15 @@ class EvaluationVideo(L.Callback):
 
     @torch.no_grad()
     def render_episodes(self, module: MetaRLModule, data: RolloutDataModule) -> tuple[list[np.ndarray], float]:
-        """The kept frames of ``episodes`` deterministic episodes of the student, and the video's frame rate."""
+        """The kept frames of ``episodes`` deterministic episodes of the student (of a population: its first
+        seed's), and the video's frame rate."""
         env = self._render_env(data)
         fps = float(env.metadata.get("render_fps") or self.target_fps)
         stride = self.frame_stride or max(1, round(fps / self.target_fps))
         actor = module.student.actor
+        members = getattr(data, "members", None)
+        if members:  # a population (--population): its first seed, by that member's own actor and statistics
+            data, actor = members[0], getattr(module, "actors")[0]  # noqa: B009 (a PopulationModule's)
         device = next(actor.parameters()).device
         frames: list[np.ndarray] = []
         for episode in range(self.episodes):

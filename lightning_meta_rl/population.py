@@ -15,7 +15,7 @@ iteration is population_meta.py. Each member writes its own ``seed_<s>/metrics.c
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
 others go on, and the run ends with exit status 3. A member is exported as an ordinary single-seed
 checkpoint by ``python -m lightning_meta_rl.export`` (export.py). Not yet: ``meta.samples`` above 1, the
-``param`` exploration, and one W&B run per member.
+``param`` exploration. With W&B, each member also has a W&B run of its own (seed_runs.py).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from lightning_meta_rl.population_data import Act, PopulationDataModule
 from lightning_meta_rl.population_meta import meta_iteration
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.schedule import UpdateCredit
+from lightning_meta_rl.seed_runs import SeedRuns
 from lightning_meta_rl.teachers import LearnedTeacher
 from lightning_meta_rl.types import IterationRecord, Rollout
 
@@ -93,6 +94,7 @@ class PopulationModule(MetaRLModule):
         self.member_stats = [MetaRewardStats(meta.baseline, meta.normalize, meta.stat_momentum) for _ in members]
         self.r_pis = [math.nan] * population  # each member's R(pi) (Meta arm)
         self.retired: dict[int, str] = {}  # member index -> why and when it was retired
+        self.seed_runs = SeedRuns()  # each member's own W&B run
 
     @property
     def history(self) -> Any:
@@ -134,6 +136,8 @@ class PopulationModule(MetaRLModule):
         for seed, evaluation, member in zip(self.seeds, self.evaluations, data.members, strict=True):
             path = os.path.join(root, f"seed_{seed}", "metrics.csv") if self.trainer.is_global_zero else None
             evaluation.start(path, member.env_steps, member.eval_every)
+        if self.trainer.is_global_zero:
+            self.seed_runs.start(self.loggers, [s for k, s in enumerate(self.seeds) if k not in self.retired], root)
         if data.env_steps > 0:
             return
         for member, actor in zip(data.members, self.actors, strict=True):
@@ -281,11 +285,16 @@ class PopulationModule(MetaRLModule):
                 continue
             ret = member.evaluate(DeterministicPolicy(actor)).mean_return
             evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, self.r_pis[k])
+            self.seed_runs.log(self.seeds[k], member.env_steps, ret, self.r_pis[k])
             scores.append(ret)
         mean = sum(scores) / len(scores)
         metrics = {"eval/return": mean, "eval/env_steps": float(data.env_steps)}
         self.log_dict(metrics, batch_size=1, prog_bar=True, logger=False)
         self.evaluation.publish(self.loggers, metrics | {"env_steps": metrics["eval/env_steps"]}, self.iteration - 1)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        self.seed_runs.finish(self.final_scores(), {self.seeds[k] for k in self.retired})
 
     def final_scores(self) -> dict[int, float]:
         """Each member's final score (the mean of its last 10% of evaluations), by seed (a retired member's is

@@ -220,3 +220,23 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch: pyte
     fit(run_dir, "--trainer.callbacks=[]", "--ckpt_path", "last", "--data.total_env_steps=1200")
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and len({p.name.rsplit("-", 1)[1] for p in runs}) == 1, runs
+
+
+def test_each_seed_of_a_population_has_its_own_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--population: beside the population's run, one W&B run per seed (its evaluations and final score, in
+    seed_<s>/wandb, id = the population's id + "-seed<s>"); a resumed population continues the same runs."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    quiet = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false", "--model.teacher.kind=gaussian"]
+    fit(run_dir, *quiet, "--population=2")
+    (main,) = offline_runs(run_dir)
+    main_id = main.name.rsplit("-", 1)[1]
+    for seed in (0, 1):
+        (member,) = offline_runs(run_dir / f"seed_{seed}")
+        assert member.name.endswith(f"-{main_id}-seed{seed}"), member.name
+        data = settled(next(member.glob("run-*.wandb")))
+        assert b"final_score" in data and b"seed_everything" in data
+    time.sleep(1.1)  # see test_a_resumed_run_continues_its_wandb_run
+    fit(run_dir, *quiet, "--population=2", "--ckpt_path", "last", "--data.total_env_steps=1200")
+    ids = {p.name.split("-", 3)[3] for p in offline_runs(run_dir / "seed_1")}
+    assert ids == {f"{main_id}-seed1"} and len(offline_runs(run_dir / "seed_1")) == 2
