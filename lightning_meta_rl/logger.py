@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -28,6 +29,27 @@ def previous_run_id(save_dir: str) -> str | None:
     return runs[-1][1] if runs else None
 
 
+def wandb_init_args(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+    """``wandb.init``'s arguments for Lightning's WandbLogger constructor arguments, as Lightning maps them
+    (name, project, directory, id, resume), without ``anonymous`` unless it was asked for; ``offline`` is kept
+    for the caller. None with ``log_model`` or ``experiment``, which only Lightning's own start handles."""
+    bound = inspect.signature(_LightningWandbLogger.__init__).bind(None, *args, **kwargs).arguments
+    if bound.get("log_model") or bound.get("experiment") is not None:
+        return None
+    directory = bound.get("save_dir") or bound.get("dir")
+    out: dict[str, Any] = {
+        "name": bound.get("name"),
+        "project": bound.get("project") or os.environ.get("WANDB_PROJECT", "lightning_logs"),
+        "dir": None if directory is None else os.fspath(directory),
+        "id": bound.get("version") or bound.get("id"),
+        "resume": "allow",
+        "offline": bool(bound.get("offline")),
+    }
+    if bound.get("anonymous"):
+        out["anonymous"] = "allow"
+    return out | bound.get("kwargs", {})
+
+
 class WandbLogger(_LightningWandbLogger):
     """Lightning's WandbLogger with three changes.
 
@@ -35,18 +57,22 @@ class WandbLogger(_LightningWandbLogger):
       counter, which counts three optimizers and means nothing to an RL user.
     - If the run cannot start online (no network, bad credentials) it falls back to offline mode, and a
       failed ``log_*`` call is reported once as a warning; training goes on either way.
-    - The deprecated ``anonymous`` setting is not passed to W&B unless asked for.
+    - The deprecated ``anonymous`` setting is not passed to W&B unless asked for: the run is started here by
+      ``wandb.init`` with the constructor's own arguments (Lightning passes ``anonymous=None`` on every run,
+      and W&B >= 0.19 prints a deprecation warning for it). With ``log_model``, Lightning starts the run
+      itself (its checkpoint upload at the end needs its own reference to the run).
     """
 
     _warned = False
-    _run: Any = None  # the run once started (Lightning keeps its own reference too)
+    _run: Any = None  # the run once started
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Lightning always passes `anonymous` to wandb.init; W&B >= 0.19 warns about the setting on every run.
-        # The one private member the package touches (tests/test_errors.py fails if it goes away).
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)
+        self.init_args = wandb_init_args(*args, **kwargs)  # None: leave starting the run to Lightning
+
+    @property
+    def version(self) -> str | None:
+        return self._run.id if self._run is not None else super().version
 
     @property
     @rank_zero_experiment
@@ -54,17 +80,26 @@ class WandbLogger(_LightningWandbLogger):
         if self._run is not None:
             return self._run
         try:
-            run = super().experiment
+            run = self._start()
         except Exception as exc:
             warnings.warn(f"W&B could not start ({exc}); logging offline instead", stacklevel=2)
             os.environ["WANDB_MODE"] = "offline"  # wandb.init reads it (unless a mode was passed explicitly)
-            run = super().experiment
+            run = self._start()
         define = getattr(run, "define_metric", None)
         if define is not None:
             define(STEP_METRIC)
             define("*", step_metric=STEP_METRIC, step_sync=True)
         self._run = run
         return run
+
+    def _start(self) -> Any:
+        if self.init_args is None:
+            return super().experiment
+        import wandb
+
+        if self.init_args.pop("offline", False):
+            os.environ["WANDB_MODE"] = "offline"
+        return wandb.run if wandb.run is not None else wandb.init(**self.init_args)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         try:

@@ -277,8 +277,10 @@ def test_a_refused_start_removes_the_run_directory_it_began(tmp_path: Path) -> N
 def test_wandb_logger_does_not_pass_the_deprecated_anonymous_setting() -> None:
     from lightning_meta_rl.logger import WandbLogger
 
-    assert "anonymous" not in WandbLogger(project="p", offline=True)._wandb_init
-    assert WandbLogger(project="p", offline=True, anonymous=True)._wandb_init["anonymous"] == "allow"
+    args = WandbLogger(project="p", offline=True, group="g").init_args
+    assert args is not None and "anonymous" not in args and args["group"] == "g" and args["project"] == "p"
+    assert WandbLogger(project="p", offline=True, anonymous=True).init_args["anonymous"] == "allow"  # type: ignore[index]
+    assert WandbLogger(project="p", log_model=True).init_args is None  # Lightning starts that run itself
 
 
 def test_a_refused_call_never_removes_the_directory_of_an_earlier_successful_run(tmp_path: Path, capsys) -> None:
