@@ -7,7 +7,11 @@ callbacks, reporting evaluation only at the end): the single run of seed 0 and t
 median over rounds.
 
     python benchmarks/population_speed.py                 # Hopper-v5 DDPG, N = 8, eager and compiled
+    python benchmarks/population_speed.py --config conf/hopper.yaml --modes eager   # the Meta arm
     python benchmarks/population_speed.py --quick         # a short run (prints, writes nothing)
+
+Writes ``benchmarks/results/population/population_speed.md`` for the default config, else
+``population_speed_<config name>.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "population" / "population_speed.md"
+RESULTS = ROOT / "benchmarks" / "results" / "population"
+DEFAULT_CONFIG = "conf/hopper_ddpg.yaml"
 
 
 def command(run_dir: Path, config: str, steps: int, population: int, compile: bool) -> list[str]:
@@ -68,7 +73,8 @@ def measure(config: str, steps: int, population: int, compile: bool, rounds: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="conf/hopper_ddpg.yaml")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6000, help="env steps per seed, warm-up included")
     parser.add_argument("--rounds", type=int, default=3)
@@ -76,13 +82,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.config, args.population, args.steps, args.rounds = "conf/smoke.yaml", 2, 1500, 1
-    modes = (False,) if args.quick else (False, True)
+    modes = (False,) if args.quick else tuple(m == "compiled" for m in args.modes)
     results = {m: measure(args.config, args.steps, args.population, m, args.rounds) for m in modes}
     lines = [
         f"# --population={args.population} against one single-seed run ({args.config})",
         "",
         f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one "
-        f"torch thread per process; `python benchmarks/population_speed.py` with {args.steps} env steps per "
+        f"torch thread per process; `python benchmarks/population_speed.py --config {args.config} --population "
+        f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}`: env steps per "
         f"seed, {args.rounds} alternating rounds, whole commands (start-up included).",
         "",
         "| update | single run env steps/s | population total env steps/s | population / single (median) | min | max |",
@@ -96,8 +103,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(text)
+        name = "population_speed" + ("" if args.config == DEFAULT_CONFIG else f"_{Path(args.config).stem}")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.md").write_text(text)
 
 
 if __name__ == "__main__":
