@@ -136,9 +136,11 @@ def adam_step(
 
     With one step count per member (``per_member_steps``), each member steps by its own count and only
     ``active`` members (None: all) move: torch's Adam keeps one count per tensor, so it is given each member's
-    slices as tensors of their own. When every member steps and all counts are equal (always in the DDPG
-    arm), it runs on the whole tensors instead, with member 0's counts, which are then copied to the others:
-    the same arithmetic element by element, in fewer and larger kernels.
+    slices as tensors of their own. When every member steps and all members' bias corrections are the same
+    (equal counts, as always in the DDPG arm; or counts so large that beta^t is below float32 resolution
+    for each of them, after about 16,600 steps with beta2 = 0.999), it runs on the whole tensors instead,
+    with member 0's count, and every member's count goes up by one: the same arithmetic element by element
+    (to float32 rounding), in fewer and larger kernels.
     """
     # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
     # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
@@ -148,14 +150,18 @@ def adam_step(
         if active is not None:
             raise ValueError("masked members need one Adam step count per member (per_member_steps)")
         _adam(params, grads, state)
-    elif active is None and not torch.compiler.is_compiling() and bool((counts == counts[0]).all()):
-        _adam(params, grads, state._replace(step=[s[0] for s in state.step]))
+    elif active is None and not torch.compiler.is_compiling() and _one_correction(counts, state.betas):
+        _adam(params, grads, state._replace(step=[s[0].clone() for s in state.step]))
         with torch.no_grad():
-            for s in state.step:
-                s[1:] = s[0]
+            torch._foreach_add_(state.step, 1.0)
     else:
         keep = range(len(counts)) if active is None else active
         _adam(_slices(params, keep), _slices(grads, keep), state.members(keep))
+
+
+def _one_correction(counts: torch.Tensor, betas: tuple[float, float]) -> bool:
+    """Whether Adam's bias corrections 1 - beta^t are the same for every member's count t in float32."""
+    return bool((counts == counts[0]).all()) or max(betas) ** float(counts.min()) < 2.0**-24
 
 
 def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState) -> None:

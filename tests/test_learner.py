@@ -256,3 +256,36 @@ def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
         ddpg_step(
             singles[0], AdamState.of(actor_opts[0]), AdamState.of(critic_opts[0]), batches[0], 0.99, 0.05, 0, active=[0]
         )
+
+
+def test_members_with_large_step_counts_step_together_as_their_single_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step counts 20000, 20005, 20010: each member's bias corrections are 1 to float32, so the stacked Adam runs on
+    the whole tensors (no member slices), moves each member as its own Adam would, and adds one to every count."""
+    import lightning_meta_rl.adam as adam_module
+
+    singles, actor_opts, critic_opts = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
+        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
+        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(1, seed=10 + seed))
+        for opt in (a, c):
+            for state in opt.state.values():
+                state["step"].fill_(20000 + 5 * seed)
+        singles.append(s)
+        actor_opts.append(a)
+        critic_opts.append(c)
+    population = Student.stack(singles)
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts])
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts])
+    (batch,) = random_batches(1, lead=(3,), seed=20)
+    with monkeypatch.context() as m:
+        m.setattr(adam_module, "_slices", lambda *a: pytest.fail("sliced"))
+        ddpg_step(population, actor_adam, critic_adam, batch, 0.99, 0.05, 1e-2)
+    assert critic_adam.step[0].tolist() == [20001.0, 20006.0, 20011.0]
+    for k, (single, a, c) in enumerate(zip(singles, actor_opts, critic_opts, strict=True)):
+        ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batch)), 0.99, 0.05, 1e-2)
+        for (name, x), (_, y) in zip(
+            single.state_dict().items(), population.member(k).state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(y, x, **TOL, msg=name)
