@@ -35,6 +35,8 @@ def check_ckpt_path(config: Any, subcommand: str | None) -> tuple[dict[str, Any]
             f"{subcommand}. Give the run's --run_dir, or the checkpoint file's path."
         )
     if path is None:
+        if ckpt_path is not None:  # fit with 'last' before any checkpoint: a fresh start, as Lightning's, unwarned
+            config.ckpt_path = None
         return None, ""
     config.ckpt_path = path  # Lightning looks for 'last' elsewhere in validate/test; the file it is
     checkpoint = read_checkpoint(path)

@@ -143,7 +143,8 @@ def test_meta_state_q_feature_is_standardized_whatever_the_scale_of_q() -> None:
     assert abs(float(q.mean())) < 1e-4 and float(q.std(correction=0)) == pytest.approx(1.0, abs=1e-3)
 
     shift_critic(student, offset=-150.0, factor=30.0)  # Pendulum-sized Q, far from 0
-    assert float(student.critic(obs, student.actor(obs)).mean()) < -100
+    with torch.no_grad():
+        assert float(student.critic(obs, student.actor(obs)).mean()) < -100
     teacher.refresh_features(obs, student)
     shifted = teacher.context(obs, student)
     torch.testing.assert_close(shifted, ctx, atol=1e-4, rtol=1e-4)
