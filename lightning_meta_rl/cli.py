@@ -246,7 +246,7 @@ class MetaRLCLI(LightningCLI):
                 for s, v in model.final_scores().items()
             )
             print(
-                f"lightning-meta-rl: final eval/return by seed ({scores}) after {data.env_steps} env steps each; "
+                f"lightning-meta-rl: final eval/return by seed ({scores}) after {data.env_steps} env steps or more each; "
                 f"run directory: {self.trainer.default_root_dir}",
                 flush=True,
             )

@@ -29,6 +29,12 @@ def export_member(checkpoint: dict[str, Any], seed: int) -> dict[str, Any]:
     if seed not in seeds:
         raise UserError(f"seed {seed} is not a member of this population (its seeds: {seeds[0]}..{seeds[-1]})")
     k, n = seeds.index(seed), len(seeds)
+    retired = {int(i): why for i, why in population.get("retired", {}).items()}
+    if k in retired:
+        raise UserError(
+            f"seed {seed} was retired ({retired[k]}): its weights were cleared, so there is no student to export. "
+            f"Its results up to then are in seed_{seed}/metrics.csv."
+        )
     hparams = {key: v for key, v in checkpoint["hyper_parameters"].items() if key != "population"}
     groups = {"student": StudentConfig, "teacher": TeacherConfig, "meta": MetaConfig}
     built = {

@@ -84,6 +84,8 @@ class WandbLogger(_LightningWandbLogger):
         except Exception as exc:
             warnings.warn(f"W&B could not start ({exc}); logging offline instead", stacklevel=2)
             os.environ["WANDB_MODE"] = "offline"  # wandb.init reads it (unless a mode was passed explicitly)
+            if self.init_args is not None:
+                self.init_args["mode"] = "offline"
             run = self._start()
         define = getattr(run, "define_metric", None)
         if define is not None:
@@ -99,7 +101,10 @@ class WandbLogger(_LightningWandbLogger):
 
         if self.init_args.pop("offline", False):
             os.environ["WANDB_MODE"] = "offline"
-        return wandb.run if wandb.run is not None else wandb.init(**self.init_args)
+        if wandb.run is not None:  # as Lightning does: one process, one run
+            warnings.warn("a W&B run is already in progress in this process: this logger logs to it", stacklevel=3)
+            return wandb.run
+        return wandb.init(**self.init_args)
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         try:

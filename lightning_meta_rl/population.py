@@ -10,7 +10,7 @@ step (their environments stepped in turn), then each member's own noise or teach
 Members earn updates by the steps they collect. Where that differs (the Meta arm's D1 and R(pi) are whole
 episodes of different lengths), a member with fewer updates due sits out the remaining steps unchanged:
 its parameters, targets, Adam moments and Adam step count stay as they were (masked steps). The Meta arm's
-iteration is population_meta.py. Each member writes its own ``seed_<s>/metrics.csv``.
+iteration is population_steps.py. Each member writes its own ``seed_<s>/metrics.csv``.
 
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
 others go on, and the run ends with exit status 3. A member is exported as an ordinary single-seed
@@ -39,12 +39,12 @@ from lightning_meta_rl.networks import ActionScale, Actor, Student
 from lightning_meta_rl.policies import DeterministicPolicy, UniformPolicy
 from lightning_meta_rl.population_args import check_population
 from lightning_meta_rl.population_data import Act, PopulationDataModule
-from lightning_meta_rl.population_meta import meta_iteration
+from lightning_meta_rl.population_steps import ddpg_iteration, meta_iteration
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.schedule import UpdateCredit
 from lightning_meta_rl.seed_runs import SeedRuns
 from lightning_meta_rl.teachers import LearnedTeacher
-from lightning_meta_rl.types import IterationRecord, Rollout
+from lightning_meta_rl.types import Rollout
 
 
 class PopulationModule(MetaRLModule):
@@ -84,6 +84,7 @@ class PopulationModule(MetaRLModule):
             members.append(Student(obs_dim, scale, student.hidden, student.layer_norm))
             explorations.append(build_exploration(teacher, obs_dim, scale, student.layer_norm))
         self.student = Student.stack(members)
+        self.exploration = explorations[0]  # what the module's `teacher` is (callbacks): the first seed's
         self.population = population
         self.seeds = [seed + k for k in range(population)]
         self.explorations = nn.ModuleList(explorations)  # teachers' weights are in the checkpoint's state_dict
@@ -94,6 +95,7 @@ class PopulationModule(MetaRLModule):
         self.member_stats = [MetaRewardStats(meta.baseline, meta.normalize, meta.stat_momentum) for _ in members]
         self.r_pis = [math.nan] * population  # each member's R(pi) (Meta arm)
         self.retired: dict[int, str] = {}  # member index -> why and when it was retired
+        self.finished: set[int] = set()  # members whose budget is spent (they wait for the others)
         self.seed_runs = SeedRuns()  # each member's own W&B run
 
     @property
@@ -113,8 +115,8 @@ class PopulationModule(MetaRLModule):
         return opts
 
     def active(self) -> list[int]:
-        """The members not retired."""
-        return [k for k in range(self.population) if k not in self.retired]
+        """The members still training: neither retired nor finished."""
+        return [k for k in range(self.population) if k not in self.retired and k not in self.finished]
 
     def _sync_actors(self) -> None:
         """Each member's plain actor takes its member's current parameters (before they evaluate)."""
@@ -129,6 +131,7 @@ class PopulationModule(MetaRLModule):
         if self.trainer.world_size > 1:
             raise ConfigError("--population runs in one process: its seeds are the parallelism (no DDP)")
         data.restore_pending_state()
+        data.retired = set(self.retired)
         for opt in self._student_optimizers():  # members may take different numbers of steps
             per_member_steps(opt, self.population)
         self.train_log.start(self.trainer.default_root_dir if self.trainer.is_global_zero else None, self.iteration)
@@ -153,61 +156,23 @@ class PopulationModule(MetaRLModule):
     def training_step(self, batch: int, batch_idx: int) -> None:
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
         self.iteration += 1
-        self.cadence.pending = meta_iteration(self, data) if self.is_meta else self.ddpg_iteration(data)
-        stop = data.budget_spent
-        if stop:
+        if self.active():
+            self.cadence.pending = meta_iteration(self, data) if self.is_meta else ddpg_iteration(self, data)
+        # each member is evaluated, and stops, as its own run would: by its own steps and budget
+        going = [(k, data.members[k]) for k in self.active()]
+        due = [k for k, m in going if self.evaluations[k].due(m.env_steps, last=m.budget_spent)]
+        self.finished |= {k for k, m in going if m.budget_spent}
+        if due:
+            self._evaluate_members(data, due)
+        if not self.active():
             self.trainer.should_stop = True
-        if any(e.due(data.env_steps, last=stop) for e in self.evaluations):
-            self._evaluate_members(data)
 
-    def ddpg_iteration(self, data: PopulationDataModule) -> dict[str, float]:  # type: ignore[override]
-        """The DDPG arm: each member's d0_steps of noisy data into its buffer, then the members' updates."""
-        start = data.env_steps
-        d0s = self.collected(data.collect_lockstep(self.active(), self.meta_cfg.d0_steps, self.explore))
-        for k, d0 in d0s.items():
-            data.members[k].add(d0)
-        self.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
-        return self.member_updates(data) | self.progress(data, d0s)
-
-    # ------------------------------------------------------------------ the members' steps
     def collected(self, results: dict[int, Any]) -> dict[int, Rollout]:
         """The members' rollouts of a lockstep collection; a member stopped by a non-finite action is retired."""
         for k, result in results.items():
             if isinstance(result, TrainingDiverged):  # this member only
-                self._retire(k, str(result).split(":")[0])
+                self.retire(k, str(result).split(":")[0])
         return {k: r for k, r in results.items() if not isinstance(r, TrainingDiverged)}
-
-    def member_updates(self, data: PopulationDataModule) -> dict[str, float]:
-        """Each member's updates earned by its own steps (utd_ratio per step collected) as stacked steps, in
-        which a member with fewer updates due sits out the rest unchanged; metrics averaged over the steps
-        each member took."""
-        due = {}
-        for k in self.active():
-            due[k] = self.credits[k].due(data.members[k].env_steps)
-            self.credits[k].spend(due[k])
-        actives = [[k for k, n in due.items() if n > j] for j in range(max(due.values(), default=0))]
-        masks = None if all(len(a) == self.population for a in actives) else actives
-        batches = (data.sample_stacked(self.student_cfg.batch_size, self.device, a) for a in actives)
-        actor_opt, critic_opt = self._student_optimizers()
-        history = self.learner.steps(self.student, actor_opt, critic_opt, batches, None, masks)
-        for k in self._non_finite_members():
-            self._retire(k, "its parameters became NaN or inf")
-        out = {"student/updates": sum(due.values()) / max(len(due), 1)}
-        if history:
-            taken = torch.zeros(len(actives), self.population)
-            for j, a in enumerate(actives):
-                taken[j, a] = 1.0
-            for key in history[0]:
-                values = torch.stack([m[key] for m in history]).nan_to_num() * taken
-                out[f"student/{key}"] = float(values.sum() / taken.sum())
-        return out
-
-    def progress(self, data: PopulationDataModule, d0s: dict[int, Rollout]) -> dict[str, float]:
-        out = {"env_steps": float(data.env_steps)}
-        returns = [d.mean_return for d in d0s.values() if d.episode_returns]
-        if returns:
-            out["train/episode_return"] = sum(returns) / len(returns)
-        return out
 
     # ------------------------------------------------------------------ acting
     def episodes(self, members: list[int], actor: nn.Module, seeds: dict[int, int] | None = None) -> dict[int, Rollout]:
@@ -250,18 +215,19 @@ class PopulationModule(MetaRLModule):
             actions.append(exploration.act(o.to(full.device), view, data.members[k].noise_rng))
         return actions
 
-    def _non_finite_members(self) -> list[int]:
+    def non_finite_members(self) -> list[int]:
         """Members (not yet retired) with a non-finite parameter: each stacked layer computes member by member,
         so a diverged member does not spread to the others."""
         with torch.no_grad():
             finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.student.parameters()]).all(0)
         return [k for k in range(self.population) if not bool(finite[k]) and k not in self.retired]
 
-    def _retire(self, k: int, why: str) -> None:
+    def retire(self, k: int, why: str) -> None:
         """Member k stops: no more data, evaluations or results; its files stay. The others go on. Its weights
         and Adam moments in the stack are zeroed, so that no checkpoint holds NaN or inf; it takes no more
         steps."""
         self.retired[k] = f"{why} (iteration {self.iteration})"
+        self.trainer.datamodule.retired.add(k)  # type: ignore[attr-defined]
         with torch.no_grad():
             for p in self.student.parameters():
                 p[k].zero_()
@@ -269,6 +235,12 @@ class PopulationModule(MetaRLModule):
                 for state in opt.state.values():
                     state["exp_avg"][k].zero_()
                     state["exp_avg_sq"][k].zero_()
+            if self.is_meta:  # its teacher too (a non-finite action mostly comes from it)
+                for p in self._explorers[k].parameters():
+                    p.zero_()
+                for state in self.optimizers()[2 + k].optimizer.state.values():  # type: ignore[index]
+                    for t in state.values():
+                        t.zero_()
         print(
             f"lightning-meta-rl: seed {self.seeds[k]} retired at iteration {self.iteration}: {why}; its results so "
             f"far are kept in seed_{self.seeds[k]}/, the other seeds go on.",
@@ -277,12 +249,12 @@ class PopulationModule(MetaRLModule):
         if len(self.retired) == self.population:
             raise diverged([f"every seed ({why})"], self.iteration, self.trainer.datamodule.env_steps)  # type: ignore[attr-defined]
 
-    def _evaluate_members(self, data: PopulationDataModule) -> None:
+    def _evaluate_members(self, data: PopulationDataModule, due: list[int]) -> None:
+        """The given members' evaluations, each recorded in its own history; the loggers get their mean."""
         self._sync_actors()  # the plain actors act only here (training acts through the stacked student)
         scores = []
-        for k, (member, actor, evaluation) in enumerate(zip(data.members, self.actors, self.evaluations, strict=True)):
-            if k in self.retired:
-                continue
+        for k in due:
+            member, actor, evaluation = data.members[k], self.actors[k], self.evaluations[k]
             ret = member.evaluate(DeterministicPolicy(actor)).mean_return
             evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, self.r_pis[k])
             self.seed_runs.log(self.seeds[k], member.env_steps, ret, self.r_pis[k])
@@ -293,8 +265,10 @@ class PopulationModule(MetaRLModule):
         self.evaluation.publish(self.loggers, metrics | {"env_steps": metrics["eval/env_steps"]}, self.iteration - 1)
 
     def on_train_end(self) -> None:
-        super().on_train_end()
-        self.seed_runs.finish(self.final_scores(), {self.seeds[k] for k in self.retired})
+        try:
+            super().on_train_end()
+        finally:
+            self.seed_runs.finish(self.final_scores(), {self.seeds[k] for k in self.retired})
 
     def final_scores(self) -> dict[int, float]:
         """Each member's final score (the mean of its last 10% of evaluations), by seed (a retired member's is
@@ -316,6 +290,7 @@ class PopulationModule(MetaRLModule):
             "credits": [c.state_dict() for c in self.credits],
             "meta_stats": [m.state_dict() for m in self.member_stats],
             "r_pis": list(self.r_pis),
+            "finished": sorted(self.finished),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -330,11 +305,14 @@ class PopulationModule(MetaRLModule):
         for k, s in enumerate(state["explorations"]):
             self.member_exploration(k).load_extra_state(s)
         self.retired = {int(k): str(v) for k, v in state.get("retired", {}).items()}
+        if "credits" not in state:  # written before members kept their own: they had stepped together
+            state = state | {"credits": [checkpoint["meta_rl"]["credit"]] * self.population}
         for credit, s in zip(self.credits, state["credits"], strict=True):
             credit.load_state_dict(s)
-        for stats, s in zip(self.member_stats, state["meta_stats"], strict=True):
+        for stats, s in zip(self.member_stats, state.get("meta_stats", []), strict=True):
             stats.load_state_dict(s)
-        self.r_pis = [float(r) for r in state["r_pis"]]
+        self.r_pis = [float(r) for r in state.get("r_pis", self.r_pis)]
+        self.finished = set(state.get("finished", []))
 
 
 class _MemberView:

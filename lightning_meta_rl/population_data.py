@@ -40,6 +40,7 @@ class PopulationDataModule(RolloutDataModule):
         self.population = population
         self.member_args = (args, kwargs)
         self.members: list[RolloutDataModule] = []
+        self.retired: set[int] = set()  # members retired by the module (diverged): no longer progress
 
     def setup(self, stage: str) -> None:
         if self.members:
@@ -55,8 +56,11 @@ class PopulationDataModule(RolloutDataModule):
 
     @property
     def env_steps(self) -> int:
-        """Each active member's environment steps (they collect in step; a retired member's count stops)."""
-        return max(m.env_steps for m in self.members) if self.members else self._env_steps
+        """The population's progress: the environment steps of its slowest member still training (members
+        differ in the Meta arm, whose episodes end at different steps; a retired member's count stops). The
+        population's budget is spent when every member's is."""
+        going = [m.env_steps for k, m in enumerate(self.members) if k not in self.retired]
+        return min(going or [m.env_steps for m in self.members]) if self.members else self._env_steps
 
     @env_steps.setter
     def env_steps(self, value: int) -> None:

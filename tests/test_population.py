@@ -16,6 +16,7 @@ import torch
 from conftest import SMOKE, TINY, fit
 from test_cluster import run_main
 
+from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.population import PopulationModule
 from lightning_meta_rl.population_args import requested_population
 
@@ -136,9 +137,13 @@ def test_each_meta_member_is_the_run_of_its_seed(tmp_path: Path, setting: list[s
 
 def test_meta_members_whose_episodes_differ_take_the_updates_their_own_steps_earn(tmp_path: Path) -> None:
     """On InvertedPendulum, D1 and R(pi) episodes end at different steps for different members, so members earn
-    different numbers of updates: each member's Adam step count, update credit and environment steps equal
-    its single run's, which could not hold if a member moved in another's steps (masked steps)."""
-    pop, singles = meta_fits(tmp_path, "--data.env_id=InvertedPendulum-v5", "--model.teacher.kind=meta_state")
+    different numbers of updates, evaluate at different iterations and reach their budgets in different
+    iterations: each member's Adam step count, update credit, environment steps and evaluations (steps and
+    returns) equal its single run's, which could not hold if a member moved in another's steps (masked steps)
+    or were evaluated or stopped by another's progress."""
+    # a budget and evaluation period at which the members evaluate, and end, in different iterations
+    setting = ["--data.env_id=InvertedPendulum-v5", "--model.teacher.kind=meta_state"]
+    pop, singles = meta_fits(tmp_path, *setting, "--data.total_env_steps=1600", "--data.eval_every=305")
     actor_opt = pop.model.optimizers()[0].optimizer
     members = adam_steps(actor_opt)
     assert members[0] != members[1]  # the members did step apart
@@ -262,3 +267,31 @@ def test_a_member_exports_as_a_single_seed_checkpoint_that_validate_and_python_l
     with pytest.raises(SystemExit) as exc:
         export([str(run / "checkpoints" / "last.ckpt"), "--seed", "7"])
     assert exc.value.code == 2 and "not a member" in capsys.readouterr().err
+
+
+def test_a_meta_member_whose_teacher_diverges_is_retired_and_the_others_keep_their_checkpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member 1's teacher becomes NaN at iteration 2: its next action is non-finite, so it is retired, its
+    teacher cleared with its student; the others finish, and checkpoints (which refuse NaN weights) are
+    written to the end."""
+    original = PopulationModule.training_step
+
+    def step(self: PopulationModule, batch: int, batch_idx: int) -> None:
+        if self.iteration + 1 == 2:
+            with torch.no_grad():
+                next(self.explorations[1].parameters()).fill_(float("nan"))
+        original(self, batch, batch_idx)
+
+    monkeypatch.setattr(PopulationModule, "training_step", step)
+    run = tmp_path / "run"
+    args = [*TINY, *QUIET, "--model.teacher.kind=meta", "--population=3", "--data.total_env_steps=2000"]
+    assert run_main("fit", "--config", SMOKE, "--run_dir", str(run), *args) == 3
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["population"]["retired"].keys() == {1}
+    assert all(torch.isfinite(p).all() for p in ckpt["state_dict"].values() if p.is_floating_point())
+    assert curve(run / "seed_2" / "metrics.csv")[-1][0] >= 2000
+    from lightning_meta_rl.export import export_member
+
+    with pytest.raises(UserError, match="seed 1 was retired"):
+        export_member(ckpt, 1)

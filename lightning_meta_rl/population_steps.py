@@ -1,21 +1,22 @@
-"""One iteration of Algorithm 1 for every member of a population (``--population`` with a learned teacher).
+"""One iteration of either arm for every member of a population (``--population``).
 
-The steps are those of ``MetaRLModule.meta_iteration`` with one teacher sample (K = 1), each done for all
+The Meta arm's steps are those of ``MetaRLModule.meta_iteration`` with one teacher sample (K = 1), each done for all
 members at once where it can be: D0 is collected in lockstep with one stacked student call per step; the
 members' look-ahead students are one stacked copy trained by one ``ddpg_step`` per update on each member's own
 D0; D1 and R(pi) are the members' episodes in lockstep (members whose episodes end sooner drop out of the
 batched call); each member's teacher takes its own step on its own meta-reward; the student updates follow
-each member's own update credit (population.py, ``member_updates``).
+each member's own update credit (``member_updates``, both arms).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from lightning_meta_rl.meta_reward import critic_improvement
+from lightning_meta_rl.networks import Student
 from lightning_meta_rl.population_data import PopulationDataModule, stack_batches
 from lightning_meta_rl.teachers import LearnedTeacher
 from lightning_meta_rl.types import IterationRecord, Rollout
@@ -68,7 +69,7 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
         if k in d1s:
             data.members[k].add(d1s[k])
     # 6. the members' student updates, then their new R(pi) (stored too)
-    student_metrics = pop.member_updates(data)
+    student_metrics = member_updates(pop, data)
     students = pop.episodes(pop.active(), pop.student.actor) if d1s else {}
     for k, rollout in students.items():
         data.members[k].add(rollout)
@@ -77,21 +78,66 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
         teacher = pop.member_exploration(k)
         if isinstance(teacher, LearnedTeacher) and teacher.scaled_features:
             recent = torch.cat([r.obs for r in (d0s[k], d1s.get(k), students.get(k)) if r is not None])
-            teacher.refresh_features(data.members[k].normalizer(recent).to(device), pop.student.member(k))
+            member = cast(Student, _Member(pop.student, k, pop.population))
+            teacher.refresh_features(data.members[k].normalizer(recent).to(device), member)
     first = active[0] if active else next(iter(d0s))
     pop.last_iteration = IterationRecord(
         start, data.env_steps, d0s[first], d1s.get(first), students.get(first), meta_reward=rewards.get(first, math.nan)
     )
     return {
         "meta/reward": _mean(rewards.values()),
-        "meta/r_pi_before": _mean(r_before.values()),
+        "meta/r_pi_before": _mean(r_before[k] for k in rewards),
         "meta/r_pi_prime": _mean(d1.mean_return for d1 in d1s.values()) if d1s else math.nan,
         "meta/r_pi": _mean(pop.r_pis[k] for k in pop.active()),
         **look_metrics,
         **teacher_metrics,
         **student_metrics,
-        **pop.progress(data, d0s),
+        **progress(data, d0s),
     }
+
+
+def ddpg_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[str, float]:
+    """The DDPG arm: each member's d0_steps of noisy data into its buffer, then the members' updates."""
+    start = data.env_steps
+    d0s = pop.collected(data.collect_lockstep(pop.active(), pop.meta_cfg.d0_steps, pop.explore))
+    for k, d0 in d0s.items():
+        data.members[k].add(d0)
+    pop.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
+    return member_updates(pop, data) | progress(data, d0s)
+
+
+def member_updates(pop: PopulationModule, data: PopulationDataModule) -> dict[str, float]:
+    """Each member's updates earned by its own steps (utd_ratio per step collected) as stacked steps, in
+    which a member with fewer updates due sits out the rest unchanged; metrics averaged over the steps
+    each member took."""
+    due = {}
+    for k in pop.active():
+        due[k] = pop.credits[k].due(data.members[k].env_steps)
+        pop.credits[k].spend(due[k])
+    actives = [[k for k, n in due.items() if n > j] for j in range(max(due.values(), default=0))]
+    masks = None if all(len(a) == pop.population for a in actives) else actives
+    batches = (data.sample_stacked(pop.student_cfg.batch_size, pop.device, a) for a in actives)
+    actor_opt, critic_opt = pop._student_optimizers()
+    history = pop.learner.steps(pop.student, actor_opt, critic_opt, batches, None, masks)
+    for k in pop.non_finite_members():
+        pop.retire(k, "its parameters became NaN or inf")
+    out = {"student/updates": sum(due.values()) / max(len(due), 1)}
+    if history:
+        taken = torch.zeros(len(actives), pop.population)
+        for j, a in enumerate(actives):
+            taken[j, a] = 1.0
+        for key in history[0]:
+            values = torch.stack([m[key] for m in history]).nan_to_num() * taken
+            out[f"student/{key}"] = float(values.sum() / taken.sum())
+    return out
+
+
+def progress(data: PopulationDataModule, d0s: dict[int, Rollout]) -> dict[str, float]:
+    out = {"env_steps": float(data.env_steps)}
+    returns = [d.mean_return for d in d0s.values() if d.episode_returns]
+    if returns:
+        out["train/episode_return"] = sum(returns) / len(returns)
+    return out
 
 
 def teacher_steps(pop: PopulationModule, d0s: dict[int, Rollout], rewards: dict[int, float]) -> dict[str, float]:
@@ -125,6 +171,21 @@ def teacher_steps(pop: PopulationModule, d0s: dict[int, Rollout], rewards: dict[
         for k, teacher, loss, log_prob, context, m, advantages in records
     ]
     return {key: _mean(d[key] for d in per_member) for key in per_member[0]} if per_member else {}
+
+
+class _Member:
+    """Member k of a stacked student, as a teacher's features read it (its actor and critic on member k's
+    states), by the stacked networks themselves: each member computes on the same states, row k is kept."""
+
+    def __init__(self, student: Student, k: int, members: int) -> None:
+        self.student, self.k, self.members = student, k, members
+
+    def actor(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.student.actor(obs.expand(self.members, *obs.shape))[self.k]
+
+    def critic(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        n = self.members
+        return self.student.critic(obs.expand(n, *obs.shape), action.expand(n, *action.shape))[self.k]
 
 
 def _mean(values: object) -> float:
