@@ -9,6 +9,11 @@ median over rounds.
     python benchmarks/population_speed.py                 # Hopper-v5 DDPG, N = 8, eager and compiled
     python benchmarks/population_speed.py --config conf/hopper.yaml --modes eager   # the Meta arm
     python benchmarks/population_speed.py --quick         # a short run (prints, writes nothing)
+    python benchmarks/population_speed.py --parallel      # two population processes at once against one
+
+``--parallel`` times one ``--population=N`` command alone and two at once (each its own seeds, one torch
+thread each, started together), alternating, and reports the pair's total env steps/s over the single one's
+(2.0 would be perfect scaling on two cores); it writes ``population_parallel.md``.
 
 Writes ``benchmarks/results/population/population_speed.md`` for the default config, else
 ``population_speed_<config name>.md``.
@@ -49,6 +54,37 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def measure_parallel(config: str, steps: int, population: int, rounds: int) -> dict[str, float]:
+    ratios = []
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            times = {}
+            for arm in ("one", "two") if r % 2 == 0 else ("two", "one"):
+                copies = 1 if arm == "one" else 2
+                t = time.perf_counter()
+                procs = [
+                    subprocess.Popen(
+                        [
+                            *command(Path(tmp) / f"{arm}{r}_{i}", config, steps, population, False),
+                            f"--seed_everything={100 * i}",
+                        ],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                    for i in range(copies)
+                ]
+                for p in procs:
+                    _, err = p.communicate()
+                    if p.returncode != 0:
+                        raise SystemExit(f"a population command failed:\n{err.decode()[-3000:]}")
+                times[arm] = time.perf_counter() - t
+            ratios.append(2 * times["one"] / times["two"])
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
 def measure(config: str, steps: int, population: int, compile: bool, rounds: int) -> dict[str, float]:
     ratios, single_rates, pop_rates = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +115,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000, help="env steps per seed, warm-up included")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="Pendulum, N=2, 1500 steps, one round, eager only")
+    parser.add_argument("--parallel", action="store_true", help="two population processes at once against one")
     args = parser.parse_args()
+    if args.parallel:
+        r = measure_parallel(args.config, args.steps, args.population, args.rounds)
+        text = (
+            f"# Two --population={args.population} processes at once against one ({args.config}, eager)\n\n"
+            f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one "
+            f"torch thread per process; `python benchmarks/population_speed.py --parallel --config {args.config} "
+            f"--population {args.population} --steps {args.steps} --rounds {args.rounds}`: whole commands, "
+            f"start-up included, alternating.\n\n"
+            f"Total env steps/s of two processes / one process: median {r['ratio']:.2f} "
+            f"(min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}; 2.00 = perfect scaling on two cores).\n"
+        )
+        print(text)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "population_parallel.md").write_text(text)
+        return
     if args.quick:
         args.config, args.population, args.steps, args.rounds = "conf/smoke.yaml", 2, 1500, 1
     modes = (False,) if args.quick else tuple(m == "compiled" for m in args.modes)
