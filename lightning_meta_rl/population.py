@@ -132,6 +132,8 @@ class PopulationModule(MetaRLModule):
             raise ConfigError("--population runs in one process: its seeds are the parallelism (no DDP)")
         data.restore_pending_state()
         data.retired = set(self.retired)
+        # finished: by each member's budget, which a resumed run may have raised
+        self.finished = {k for k, m in enumerate(data.members) if m.budget_spent and k not in self.retired}
         for opt in self._student_optimizers():  # members may take different numbers of steps
             per_member_steps(opt, self.population)
         self.train_log.start(self.trainer.default_root_dir if self.trainer.is_global_zero else None, self.iteration)
@@ -290,7 +292,6 @@ class PopulationModule(MetaRLModule):
             "credits": [c.state_dict() for c in self.credits],
             "meta_stats": [m.state_dict() for m in self.member_stats],
             "r_pis": list(self.r_pis),
-            "finished": sorted(self.finished),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -312,7 +313,6 @@ class PopulationModule(MetaRLModule):
         for stats, s in zip(self.member_stats, state.get("meta_stats", []), strict=True):
             stats.load_state_dict(s)
         self.r_pis = [float(r) for r in state.get("r_pis", self.r_pis)]
-        self.finished = set(state.get("finished", []))
 
 
 class _MemberView:
