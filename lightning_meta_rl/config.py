@@ -147,6 +147,7 @@ class MetaConfig:
         lookahead: ``copy`` trains a throw-away copy (the student is untouched); ``inplace`` trains the
             live student on D0, as the authors' early code did (pi' is then the student itself).
         eval_episodes: deterministic episodes that estimate R(pi') (D1) and R(pi); counted in the budget.
+            Not the same as ``data.eval_episodes`` (reporting).
         baseline: subtract a running mean from the meta-reward (deviation, variance reduction).
         normalize: divide the meta-reward by a running std (deviation).
         paired_evaluation: measure R(pi) again right before D1 from the same reset seeds as D1

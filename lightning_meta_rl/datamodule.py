@@ -46,7 +46,8 @@ class RolloutDataModule(L.LightningDataModule):
     """Environments, collectors and the replay buffer for one rank.
 
     Args:
-        env_id: any gymnasium id with a flat Box observation and a Box action space.
+        env_id: any gymnasium id with a flat Box observation and a Box action space; ``module:EnvId-v0``
+            imports ``module`` first (for environments of your own).
         total_env_steps: budget of environment steps for this rank; every step counts (warm-up, D0, D1,
             R(pi) rollouts); reporting evaluation does not. Training stops at the first iteration boundary
             at or past it.
@@ -54,8 +55,9 @@ class RolloutDataModule(L.LightningDataModule):
         buffer_size: replay capacity in transitions.
         normalize_obs: running mean/std observation normalization (clipped to +-obs_clip).
         obs_clip: clip of normalized observations.
-        eval_every: reporting evaluation every this many environment steps.
-        eval_episodes: deterministic student episodes per reporting evaluation (not counted in the budget).
+        eval_every: reporting evaluation (and a checkpoint) every this many environment steps.
+        eval_episodes: deterministic student episodes per reporting evaluation (not counted in the budget);
+            also the episodes of ``validate`` and ``test``.
         seed: base seed of the environments and random streams (linked from ``seed_everything``).
         env_kwargs: extra keyword arguments for ``gymnasium.make``.
         num_envs: training environments stepped together with one batched policy call (D0 of the Meta

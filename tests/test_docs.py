@@ -39,3 +39,13 @@ def test_every_link_to_a_repository_file_resolves(page: str) -> None:
         if not (path.parent / file).exists():
             broken.append(target)
     assert not broken, f"{page} links to files that do not exist: {broken}"
+
+
+def test_the_configuration_reference_is_what_the_code_declares() -> None:
+    """docs/configuration.md's settings tables are generated from the config dataclasses and constructors
+    (docs/gen_configuration.py): a setting added, removed, retyped, re-defaulted or re-described in the code
+    without regenerating the page fails here."""
+    done = subprocess.run(
+        [sys.executable, "docs/gen_configuration.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, "docs/configuration.md is stale: run python docs/gen_configuration.py"
