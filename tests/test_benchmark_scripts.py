@@ -23,6 +23,7 @@ SCRIPTS = (
     "population_equivalence",
     "population_speed",
     "reproduce",
+    "teacher_probe",
     "throughput",
     "update_speed",
 )
