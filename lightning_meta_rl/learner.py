@@ -41,28 +41,17 @@ Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
 # ---------------------------------------------------------------------------- gradients, two ways
-def autograd_gradients(
-    loss_of: LossOf, net: nn.Module, params: Params, frozen: nn.Module | None = None
-) -> tuple[list[torch.Tensor], Any, Any]:
-    """Gradients of the members' summed loss with respect to ``params`` (the module's own), by autograd.
-    ``frozen``: a network the loss goes through but that is not trained by it (its parameters then record
-    no graph)."""
-    if frozen is not None:
-        frozen.requires_grad_(False)
-    try:
-        loss, aux = loss_of(net, params)
-        return list(torch.autograd.grad(loss.sum(), list(params.values()))), loss.detach(), aux
-    finally:
-        if frozen is not None:
-            frozen.requires_grad_(True)
+def autograd_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
+    """Gradients of the members' summed loss with respect to ``params`` (the module's own), by autograd. Only
+    ``params`` get gradients: a network the loss also goes through (the critic, in the actor's loss) is not
+    differentiated, whether its parameters require gradients or not."""
+    loss, aux = loss_of(net, params)
+    return list(torch.autograd.grad(loss.sum(), list(params.values()))), loss.detach(), aux
 
 
-def functional_gradients(
-    loss_of: LossOf, net: nn.Module, params: Params, frozen: nn.Module | None = None
-) -> tuple[list[torch.Tensor], Any, Any]:
+def functional_gradients(loss_of: LossOf, net: nn.Module, params: Params) -> tuple[list[torch.Tensor], Any, Any]:
     """The same gradients by ``torch.func.grad_and_value`` over ``functional_call``: what ``torch.compile``
-    traces into one graph (it also works under ``torch.no_grad``, where the compiled update runs; there no
-    network but ``net`` records a graph, so ``frozen`` needs nothing)."""
+    traces into one graph (it also works under ``torch.no_grad``, where the compiled update runs)."""
 
     def total(p: Params) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         loss, aux = loss_of(lambda *x: functional_call(net, p, x), p)
@@ -98,20 +87,19 @@ def ddpg_step(
         q = critic(batch.obs, batch.action)
         return critic_loss(q, target, [p[n] for n in student.critic_l2_names], critic_l2), q.detach().mean(-1)
 
-    critic_params: Params = dict(student.critic.named_parameters())
-    grads, loss_q, q_mean = gradients(q_loss, student.critic, critic_params)
-    adam_step(list(critic_params.values()), reduce(grads) if reduce else grads, critic_adam, active)
+    nets = student.params()
+    grads, loss_q, q_mean = gradients(q_loss, student.critic, nets.critic)
+    adam_step(list(nets.critic.values()), reduce(grads) if reduce else grads, critic_adam, active)
 
     def pi_loss(actor: Callable[..., torch.Tensor], p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         loss = actor_loss(student.critic(batch.obs, actor(batch.obs)))  # the critic just updated
         return loss, loss
 
-    actor_params: Params = dict(student.actor.named_parameters())
-    grads, loss_pi, _ = gradients(pi_loss, student.actor, actor_params, student.critic)
-    adam_step(list(actor_params.values()), reduce(grads) if reduce else grads, actor_adam, active)
+    grads, loss_pi, _ = gradients(pi_loss, student.actor, nets.actor)
+    adam_step(list(nets.actor.values()), reduce(grads) if reduce else grads, actor_adam, active)
 
-    polyak_update(student.actor_target, student.actor, tau, active)
-    polyak_update(student.critic_target, student.critic, tau, active)
+    polyak_update(nets.actor_target, list(nets.actor.values()), tau, active)
+    polyak_update(nets.critic_target, list(nets.critic.values()), tau, active)
     return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
 
 

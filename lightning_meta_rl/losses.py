@@ -6,10 +6,9 @@ DDPG losses reduce over the batch only and return one loss per member.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
-from torch import nn
 
 
 def td_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -45,14 +44,15 @@ def teacher_loss(log_prob: torch.Tensor, meta_reward: float | torch.Tensor) -> t
 
 
 @torch.no_grad()
-def polyak_update(target: nn.Module, source: nn.Module, tau: float, members: list[int] | None = None) -> None:
-    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for every parameter (buffers are not blended);
-    of the given members only, for stacked networks (None: the whole tensors).
+def polyak_update(
+    target: Sequence[torch.Tensor], source: Sequence[torch.Tensor], tau: float, members: list[int] | None = None
+) -> None:
+    """theta_target <- (1 - tau) * theta_target + tau * theta_source, for the paired parameters of a target
+    network and its source (``list(net.parameters())``; buffers are not blended); of the given members only, for
+    stacked networks (None: the whole tensors).
 
     The one place target networks are averaged (tau = 1 copies the source; tau = 0 leaves the target)."""
-    t_params: list[torch.Tensor] = list(target.parameters())
-    s_params: list[torch.Tensor] = list(source.parameters())
     if members is not None:
-        t_params = [t[k] for t in t_params for k in members]
-        s_params = [t[k] for t in s_params for k in members]
-    torch._foreach_lerp_(t_params, s_params, tau)
+        target = [t[k] for t in target for k in members]
+        source = [t[k] for t in source for k in members]
+    torch._foreach_lerp_(list(target), list(source), tau)

@@ -148,6 +148,15 @@ class Critic(nn.Module):
         return [f"{name}.weight" for name in linears[:-1]]
 
 
+class StudentParams(NamedTuple):
+    """The parameters of a student's four networks (``Student.params``)."""
+
+    actor: dict[str, nn.Parameter]
+    critic: dict[str, nn.Parameter]
+    actor_target: list[nn.Parameter]
+    critic_target: list[nn.Parameter]
+
+
 class Student(nn.Module):
     """The DDPG student: actor mu, critic Q and their target copies (targets are never trained by an optimizer)."""
 
@@ -158,6 +167,21 @@ class Student(nn.Module):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_l2_names = tuple(self.critic.l2_names())
+        self._params: StudentParams | None = None
+
+    def params(self) -> StudentParams:
+        """The four networks' parameters, looked up once: walking the modules costs more than a small update.
+        Parameters are replaced only by ``stack`` and ``member``, which build new students; in-place changes
+        (``load_state_dict``, ``.to``, optimizer steps) keep these tensors."""
+        params: StudentParams | None = self.__dict__.get("_params")  # (None too in a student pickled before it)
+        if params is None:
+            params = self._params = StudentParams(
+                dict(self.actor.named_parameters()),
+                dict(self.critic.named_parameters()),
+                list(self.actor_target.parameters()),
+                list(self.critic_target.parameters()),
+            )
+        return params
 
     def stacked(self, members: int) -> Student:
         """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``."""
@@ -179,6 +203,7 @@ class Student(nn.Module):
                 full = f"{prefix}.{name}" if prefix else name
                 stacked = torch.stack([src[full].detach() for src in sources])
                 setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
+        out._params = None
         return out
 
     def member(self, k: int) -> Student:
@@ -189,6 +214,7 @@ class Student(nn.Module):
                 module.__class__ = PLAIN_FORM[type(module)]
             for name, p in list(module.named_parameters(recurse=False)):
                 setattr(module, name, nn.Parameter(p.detach()[k].clone(), requires_grad=p.requires_grad))
+        out._params = None
         return out
 
     @torch.no_grad()

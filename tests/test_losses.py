@@ -70,7 +70,7 @@ def _linear(w: list[float], b: float) -> nn.Linear:
 
 def test_polyak_update_tau_0_1_exact_values() -> None:
     target, source = _linear([1.0, 2.0], 0.0), _linear([11.0, -8.0], 10.0)
-    polyak_update(target, source, tau=0.1)
+    polyak_update(list(target.parameters()), list(source.parameters()), tau=0.1)
     # 0.9 * [1, 2] + 0.1 * [11, -8] = [2, 1];  0.9 * 0 + 0.1 * 10 = 1
     torch.testing.assert_close(target.weight, torch.tensor([[2.0, 1.0]]))
     torch.testing.assert_close(target.bias, torch.tensor([1.0]))
@@ -79,6 +79,6 @@ def test_polyak_update_tau_0_1_exact_values() -> None:
 
 def test_polyak_update_tau_1_copies() -> None:
     target, source = _linear([1.0, 2.0], 0.0), _linear([11.0, -8.0], 10.0)
-    polyak_update(target, source, tau=1.0)
+    polyak_update(list(target.parameters()), list(source.parameters()), tau=1.0)
     for p, q in zip(target.parameters(), source.parameters(), strict=True):
         assert torch.equal(p, q)

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from lightning_meta_rl.networks import ActionScale, Actor, Critic, GaussianHead
+from lightning_meta_rl.networks import ActionScale, Actor, Critic, GaussianHead, Student
 from lightning_meta_rl.policies import UniformPolicy
 
 LOW, HIGH = [-1.0, 0.0], [3.0, 0.5]
@@ -112,3 +112,23 @@ def test_gaussian_head_std_in_env_units_and_log_prob(scale: ActionScale) -> None
     expected = torch.distributions.Normal(ctx, head.std()).log_prob(a).sum(-1)
     torch.testing.assert_close(head.log_prob(ctx, a), expected)
     assert list(head.parameters()) == []  # fixed std is a buffer
+
+
+def _same_tensors(cached: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    own = list(module.parameters())
+    return len(cached) == len(own) and all(c is p for c, p in zip(cached, own, strict=True))
+
+
+def test_student_params_are_each_copys_own(scale: ActionScale) -> None:
+    # the update reads the cached parameter lists: a copy, a stack or a member with a stale cache would train
+    # (and polyak-average into) another student's tensors
+    student = Student(3, scale, (8, 8), True)
+    student.params()  # cached before copying
+    for other in (copy.deepcopy(student), student.stacked(2), Student.stack([student, student]).member(1)):
+        nets = other.params()
+        assert _same_tensors(list(nets.actor.values()), other.actor)
+        assert _same_tensors(list(nets.critic.values()), other.critic)
+        assert _same_tensors(nets.actor_target, other.actor_target)
+        assert _same_tensors(nets.critic_target, other.critic_target)
+    moved = student.to(torch.float64)  # in place: the cache still holds the module's parameters
+    assert _same_tensors(list(moved.params().critic.values()), moved.critic)
