@@ -85,10 +85,14 @@ class Collector:
 
     @torch.inference_mode()  # cheaper per call than no_grad; only numpy data leaves it
     def _loop(self, stepper: Stepper, policy: Policy) -> tuple[list[tuple[Any, ...]], list[float]]:
-        (result,) = drive([stepper], lambda _, obs, started: [_act(policy, obs[0], started[0])])
-        if isinstance(result, TrainingDiverged):
-            raise result
-        return result
+        # one collection driven by one policy: ``drive`` without its lockstep bookkeeping, which costs a few
+        # microseconds a step; a TrainingDiverged raised by the stepper propagates
+        try:
+            obs, started = next(stepper)
+            while True:
+                obs, started = stepper.send(_act(policy, obs, started))
+        except StopIteration as done:
+            return done.value
 
     def stepper(self, max_steps: int | None, max_episodes: int | None = None, seed: int | None = None) -> Stepper:
         """The collection as a generator: it yields the (normalized) observations of its environments and the
