@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from fair_study import BOOTSTRAP_SEED, REPS, interval_estimates, profile, score_matrices
 from population_jobs import PopulationJob, SeedResult, find_job, population_jobs, run_job, seed_results, write_sweep
-from runlib import ROOT, finished, run_all, write_rows
+from runlib import ROOT, finished, read_metrics, run_all, write_rows
 
 SEEDS = tuple(range(200, 220))
 # task -> (env steps per run, episode length: the pink noise's horizon), PROTOCOL.md "Tasks and budgets"
@@ -221,6 +221,13 @@ def report(jobs: list[PopulationJob], runs: Path, out: Path, tasks: list[str], a
     return path
 
 
+def progress(job: PopulationJob, runs: Path) -> str:
+    """How far an unfinished job is, by its seeds' evaluation steps only: a progress check must not show any
+    result before the study ends (PROTOCOL.md), so the returns are never read here."""
+    steps = [int(float(r["env_steps"])) for s in job.seeds for r in read_metrics(job.seed_dir(runs / job.name, s))]
+    return f"under way: {max(steps)} of {job.budget} env steps evaluated" if steps else "to do"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     folder = ROOT / "benchmarks" / "results" / "confirmation"
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--jobs", type=int, default=2, help="run every unfinished job here, this many at once")
     mode.add_argument("--job", help="run this one job (a sweep run's command)")
     mode.add_argument("--write-sweep", type=Path, help="write a W&B grid sweep of the jobs to this file")
-    mode.add_argument("--dry-run", action="store_true", help="print each job's command")
+    mode.add_argument("--dry-run", action="store_true", help="each job's command and progress (no results)")
     mode.add_argument("--report", action="store_true", help="the endpoints, once every job has finished")
     smoke = parser.add_argument_group("a smaller study (smoke tests only)")
     smoke.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.dry_run:
         for job in jobs:  # as the runner would start it now: resumed where a checkpoint exists
             ckpt = runs / job.name / "checkpoints" / "last.ckpt"
-            status = "finished" if finished(job, runs) else "to do"
+            status = "finished" if finished(job, runs) else progress(job, runs)
             command = job.command(runs / job.name, ckpt if ckpt.exists() else None)
             print(f"# {job.name} ({status})\n{shlex.join(command)}")
     elif args.report:

@@ -203,3 +203,16 @@ def test_the_primary_endpoint_is_a_success_only_when_its_lower_bound_clears_one_
     assert line.endswith(": rejected under Holm (family of 4)")
     same = "\n".join(confirmation.endpoint_lines(rows(0.0), tasks, list(confirmation.ARMS)))
     assert "(not shown" in same
+
+
+def test_the_progress_of_a_running_job_shows_its_steps_and_no_result(tmp_path: Path, capsys) -> None:
+    # PROTOCOL.md: nothing is looked at before every job has finished, so a progress check prints steps only
+    [job] = confirmation.study(["pendulum"], ["ddpg"], [200, 201], 600, [])
+    for seed, ret in ((200, -1234.5), (201, -987.6)):
+        folder = job.seed_dir(tmp_path / job.name, seed)
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(f"env_steps,iteration,eval/return,r_pi,wall_time_s\n300,3,{ret},nan,1.0\n")
+    assert confirmation.progress(job, tmp_path) == "under way: 300 of 600 env steps evaluated"
+    confirmation.main(["--dry-run", f"--runs={tmp_path}", "--tasks", "pendulum", "--arms", "ddpg", "--first-seeds=2"])
+    out = capsys.readouterr().out
+    assert "under way: 300 of" in out and "1234" not in out and "987" not in out
