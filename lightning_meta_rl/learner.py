@@ -30,7 +30,7 @@ from torch.func import functional_call, grad_and_value
 from lightning_meta_rl.adam import AdamState, adam_step
 from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
 from lightning_meta_rl.networks import Actor, Student
-from lightning_meta_rl.types import Batch
+from lightning_meta_rl.types import Batch, Rollout
 
 Params = dict[str, torch.Tensor]
 # a loss of a network (called as given: the module itself, or a functional view of it) and its parameters:
@@ -170,6 +170,29 @@ class Learner:
         actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
         masks = itertools.repeat(None) if actives is None else actives
         return [self.step(student, actor_adam, critic_adam, b, reduce, m) for b, m in zip(batches, masks, strict=False)]
+
+    def lookahead_on(
+        self,
+        student: Student,
+        actor_opt: torch.optim.Optimizer,
+        critic_opt: torch.optim.Optimizer,
+        segments: list[Rollout],
+        sample: Callable[[Rollout], Batch],
+        updates: int,
+        inplace: bool = False,
+        reduce: Reduce | None = None,
+    ) -> tuple[list[Actor], dict[str, float]]:
+        """pi'_k = DDPG(pi, D0_k): ``updates`` updates on minibatches ``sample``d from segment k only. One copy of
+        the student (the paper's), K stacked copies for K segments, or (``inplace``) the live student itself,
+        whose updates alone are averaged across processes (``reduce``)."""
+        if inplace:
+            batches = (sample(segments[0]) for _ in range(updates))
+            return [student.actor], self.update(student, actor_opt, critic_opt, batches, reduce)
+        if len(segments) == 1:
+            batches = (sample(segments[0]) for _ in range(updates))
+            return self.lookahead(student, actor_opt, critic_opt, None, batches)
+        stacked = (Batch.stack([sample(s) for s in segments]) for _ in range(updates))
+        return self.lookahead(student, actor_opt, critic_opt, len(segments), stacked)
 
     def lookahead(
         self,

@@ -25,7 +25,7 @@ from lightning_meta_rl.runtime import global_seed, warn_if_unseeded
 from lightning_meta_rl.schedule import LogCadence, UpdateCredit
 from lightning_meta_rl.teachers import LearnedTeacher
 from lightning_meta_rl.trainlog import TrainLog
-from lightning_meta_rl.types import Batch, IterationRecord, Rollout, RolloutEngine
+from lightning_meta_rl.types import IterationRecord, Rollout, RolloutEngine
 
 __all__ = ["MetaConfig", "MetaRLModule", "StudentConfig", "TeacherConfig"]
 
@@ -232,20 +232,17 @@ class MetaRLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the steps
     def lookahead(self, data: RolloutEngine, segments: list[Rollout]) -> tuple[list[Actor], dict[str, float]]:
-        """pi'_k = DDPG(pi, D0_k): ``lookahead_updates`` updates on minibatches of D0 segment k only. One copy
-        of the student (the paper's), K stacked copies, or (``lookahead=inplace``) the live student itself."""
-        actor_opt, critic_opt = self._student_optimizers()
-        n, size = self.meta_cfg.lookahead_updates, self.student_cfg.batch_size
-        if self.meta_cfg.lookahead == "inplace":
-            batches = (data.sample_rollout(segments[0], size, self.device) for _ in range(n))
-            metrics = self.learner.update(self.student, actor_opt, critic_opt, batches, self._reduce)
-            actors = [self.student.actor]
-        elif len(segments) == 1:
-            batches = (data.sample_rollout(segments[0], size, self.device) for _ in range(n))
-            actors, metrics = self.learner.lookahead(self.student, actor_opt, critic_opt, None, batches)
-        else:
-            stacked = (Batch.stack([data.sample_rollout(s, size, self.device) for s in segments]) for _ in range(n))
-            actors, metrics = self.learner.lookahead(self.student, actor_opt, critic_opt, len(segments), stacked)
+        """pi'_k = DDPG(pi, D0_k): ``lookahead_updates`` updates on minibatches of D0 segment k only (learner.py)."""
+        cfg, size = self.meta_cfg, self.student_cfg.batch_size
+        actors, metrics = self.learner.lookahead_on(
+            self.student,
+            *self._student_optimizers(),
+            segments,
+            lambda segment: data.sample_rollout(segment, size, self.device),
+            cfg.lookahead_updates,
+            cfg.lookahead == "inplace",
+            self._reduce,
+        )
         return actors, {f"lookahead/{k}": v for k, v in metrics.items()}
 
     def teacher_step(self, segments: list[Rollout], meta_rewards: list[float]) -> dict[str, float]:
