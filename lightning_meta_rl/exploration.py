@@ -58,21 +58,38 @@ class GaussianNoise(Exploration):
         super().__init__(scale)
         self.sigma = sigma
 
+    # The arithmetic runs in numpy on the host: the collector needs the actions there anyway, and for a handful
+    # of numbers numpy's per-call cost is about half of torch's. The operations and their order are torch's
+    # (noise * sigma * half_range + mu, then clamp), so for float32 and float64 actors the actions are
+    # bit-identical to torch's; half-precision outputs are computed in float32.
     def act(self, obs: torch.Tensor, student: Student, generator: torch.Generator) -> Action:
-        # The arithmetic runs in numpy on the host: the collector needs the actions there anyway, and for a
-        # handful of numbers numpy's per-call cost is about half of torch's. The operations and their order
-        # are torch's (noise * sigma * half_range + mu, then clamp), so for float32 and float64 actors the
-        # actions are bit-identical to torch's; half-precision outputs are computed in float32.
-        mean_t = student.actor(obs).detach()
-        if mean_t.dtype not in (torch.float32, torch.float64):
-            mean_t = mean_t.float()
-        mean = mean_t.cpu().numpy()
-        raw = torch.randn(mean.shape, generator=generator).numpy().astype(mean.dtype, copy=False)
+        mean = _host(student.actor(obs))
+        raw, executed = self._perturb(mean, torch.randn(mean.shape, generator=generator).numpy())
+        return Action(torch.from_numpy(raw), torch.from_numpy(executed))
+
+    def act_members(self, mu: torch.Tensor, generators: list[torch.Generator]) -> list[Action]:
+        """Several members' actions at once (a population's): ``mu`` ``[M, E, act]``, member m's noise drawn
+        from ``generators[m]``; the same draws and arithmetic, element by element, as ``act`` member by member."""
+        mean = _host(mu)
+        raw, executed = self._perturb(
+            mean, np.stack([torch.randn(mean.shape[1:], generator=g).numpy() for g in generators])
+        )
+        return [Action(torch.from_numpy(raw[m]), torch.from_numpy(executed[m])) for m in range(len(generators))]
+
+    def _perturb(self, mean: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (mu + scaled noise, computed in ``noise``'s memory) and executed (clipped) actions."""
+        raw = noise.astype(mean.dtype, copy=False)
         bounds = self.scale.host
         raw *= mean.dtype.type(self.sigma)
         raw *= bounds.half_range
         raw += mean
-        return Action(torch.from_numpy(raw), torch.from_numpy(np.minimum(np.maximum(raw, bounds.low), bounds.high)))
+        return raw, np.minimum(np.maximum(raw, bounds.low), bounds.high)
+
+
+def _host(mu: torch.Tensor) -> np.ndarray:
+    """mu(s) as a numpy array on the host (half precision as float32)."""
+    mean = mu.detach()
+    return (mean if mean.dtype in (torch.float32, torch.float64) else mean.float()).cpu().numpy()
 
 
 class OUNoise(Exploration):

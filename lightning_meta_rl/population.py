@@ -32,7 +32,7 @@ from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.divergence import diverged
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.evaluation import Evaluation
-from lightning_meta_rl.exploration import Exploration, build_exploration
+from lightning_meta_rl.exploration import Exploration, GaussianNoise, build_exploration
 from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
@@ -207,8 +207,11 @@ class PopulationModule(MetaRLModule):
         full = self._full(members, obs)
         mu = self.student.actor(full)
         q = self.student.critic(full, mu) if self.teacher_cfg.kind == "meta_state" else None
-        actions = []
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
+        noise = self._explorers[members[0]]
+        if isinstance(noise, GaussianNoise):  # stateless, every member's the same kind: all members at once
+            return noise.act_members(mu[members], [data.members[k].noise_rng for k in members])
+        actions = []
         for k, o, envs in zip(members, obs, started, strict=True):
             exploration = self._explorers[k]
             for i in envs:

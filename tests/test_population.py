@@ -307,3 +307,23 @@ def test_a_meta_member_whose_teacher_diverges_is_retired_and_the_others_keep_the
 
     with pytest.raises(UserError, match="seed 1 was retired"):
         export_member(ckpt, 1)
+
+
+def test_gaussian_noise_for_all_members_at_once_is_each_members_own() -> None:
+    # a population draws every member's Gaussian noise in one call: each member's stream and actions must be
+    # the ones that member's own act() would give, bit for bit
+    from lightning_meta_rl.exploration import GaussianNoise
+    from lightning_meta_rl.networks import ActionScale
+
+    noise = GaussianNoise(ActionScale([-1.0, 0.0], [2.0, 0.5]), 0.3)
+    mu = torch.randn(3, 1, 2) * 2
+    together = noise.act_members(mu, [torch.Generator().manual_seed(s) for s in (5, 6, 7)])
+    for m, seed in enumerate((5, 6, 7)):
+        alone = noise.act(torch.zeros(1, 4), _FixedActor(mu[m]), torch.Generator().manual_seed(seed))
+        assert torch.equal(together[m].raw, alone.raw) and torch.equal(together[m].executed, alone.executed)
+    assert not torch.equal(together[0].raw, together[1].raw)
+
+
+class _FixedActor:
+    def __init__(self, mu: torch.Tensor) -> None:
+        self.actor = lambda obs: mu
