@@ -22,6 +22,7 @@ SCRIPTS = (
     "investigate",
     "population_equivalence",
     "population_speed",
+    "profile_breakdown",
     "reproduce",
     "teacher_probe",
     "throughput",
@@ -62,3 +63,24 @@ def test_the_update_benchmark_runs_in_its_quick_form() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ms per update" in done.stdout
+
+
+def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None:
+    breakdown = importlib.import_module("profile_breakdown")
+    raw = "\n".join(
+        [
+            "main (cli.py:1);PopulationModule._evaluate_members (p.py:2);EnvRunner.step (envs.py:3) 5",
+            "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);EnvRunner.step (envs.py:3) 7",
+            "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);RunningNorm.__call__ (b.py:6) 2",
+            "main (cli.py:1);Learner.step (l.py:7);ddpg_step (l.py:8) 4",
+            "<module> (x.py:1);_find_and_load (i.py:1) 3",
+        ]
+    )
+    counts = breakdown.parts(raw)
+    assert counts == {
+        "evaluation": 5,  # its environment steps belong to the evaluation
+        "environment step (gymnasium + MuJoCo)": 7,
+        "collecting, the rest": 2,
+        "update (ddpg_step)": 4,
+        breakdown.OTHER: 3,
+    }
