@@ -14,8 +14,7 @@ iteration is population_steps.py. Each member writes its own ``seed_<s>/metrics.
 
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
 others go on, and the run ends with exit status 3. A member is exported as an ordinary single-seed
-checkpoint by ``python -m lightning_meta_rl.export`` (export.py). Not yet: ``meta.samples`` above 1, the
-``param`` exploration. With W&B, each member also has a W&B run of its own (seed_runs.py).
+checkpoint by ``python -m lightning_meta_rl.export`` (export.py). Not yet: ``meta.samples`` above 1. With W&B, each member also has a W&B run of its own (seed_runs.py).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from lightning_meta_rl.exploration import Exploration, GaussianNoise, build_expl
 from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
+from lightning_meta_rl.noise import ParamNoise
 from lightning_meta_rl.policies import DeterministicPolicy, UniformPolicy
 from lightning_meta_rl.population_args import check_population
 from lightning_meta_rl.population_data import Act, PopulationDataModule
@@ -67,13 +67,10 @@ class PopulationModule(MetaRLModule):
         population: int = 2,
     ) -> None:
         check_population(population)
-        unsupported = "model.teacher.kind=param" if teacher.kind == "param" else None
         if teacher.learned and meta.samples > 1:
-            unsupported = f"meta.samples={meta.samples} (more than one teacher sample per step)"
-        if unsupported:
             raise ConfigError(
-                f"--population does not run {unsupported} yet; every other setting of both arms it does. Run "
-                f"these seeds as separate processes."
+                f"--population does not run meta.samples={meta.samples} (more than one teacher sample per step) "
+                f"yet; every other setting of both arms it does. Run these seeds as separate processes."
             )
         seed = torch.initial_seed()  # what seed_everything set: member k is built as the run of seed + k
         super().__init__(obs_dim, act_dim, action_low, action_high, student, teacher, meta, utd_ratio, compile)
@@ -119,7 +116,8 @@ class PopulationModule(MetaRLModule):
         return [k for k in range(self.population) if k not in self.retired and k not in self.finished]
 
     def _sync_actors(self) -> None:
-        """Each member's plain actor takes its member's current parameters (before they evaluate)."""
+        """Each member's plain actor takes its member's current parameters (before they evaluate, or act with
+        parameter-space noise)."""
         with torch.no_grad():
             for k, actor in enumerate(self.actors):
                 for dst, src in zip(actor.parameters(), self.student.actor.parameters(), strict=True):
@@ -216,7 +214,10 @@ class PopulationModule(MetaRLModule):
             exploration = self._explorers[k]
             for i in envs:
                 exploration.reset(i)
-            view = cast(Student, _MemberView(mu[k], None if q is None else q[k]))
+            if isinstance(exploration, ParamNoise):  # it perturbs the actor's weights: the member's plain actor
+                view = cast(Student, _PlainView(self.actors[k]))  # (synced before the collection)
+            else:
+                view = cast(Student, _MemberView(mu[k], None if q is None else q[k]))
             actions.append(exploration.act(o.to(full.device), view, data.members[k].noise_rng))
         return actions
 
@@ -316,6 +317,13 @@ class PopulationModule(MetaRLModule):
         for stats, s in zip(self.member_stats, state.get("meta_stats", []), strict=True):
             stats.load_state_dict(s)
         self.r_pis = [float(r) for r in state.get("r_pis", self.r_pis)]
+
+
+class _PlainView:
+    """A member's plain actor as the student an exploration acts around (parameter-space noise)."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
 
 
 class _MemberView:

@@ -99,6 +99,8 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
 def ddpg_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[str, float]:
     """The DDPG arm: each member's d0_steps of noisy data into its buffer, then the members' updates."""
     start = data.env_steps
+    if pop.teacher_cfg.kind == "param":  # it perturbs the plain actors: they take the members' current weights
+        pop._sync_actors()
     d0s = pop.collected(data.collect_lockstep(pop.active(), pop.meta_cfg.d0_steps, pop.explore))
     for k, d0 in d0s.items():
         data.members[k].add(d0)

@@ -35,13 +35,16 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_each_member_is_the_run_of_its_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["gaussian", "param"])
+def test_each_member_is_the_run_of_its_seed(tmp_path: Path, kind: str) -> None:
     """Member k trains as the single run of seed 5 + k: same environments, initial weights, noise, minibatches
-    and evaluations, up to the float order of the stacked products (relative 1e-5 on the returns)."""
-    pop = fit(tmp_path / "pop", *DDPG, "--seed_everything=5", "--population=2", "--data.total_env_steps=1200")
+    and evaluations, up to the float order of the stacked products (relative 1e-5 on the returns). Parameter
+    noise perturbs each member's own actor, as its single run does."""
+    arm = [*DDPG, f"--model.teacher.kind={kind}", "--data.total_env_steps=1200"]
+    pop = fit(tmp_path / "pop", *arm, "--seed_everything=5", "--population=2")
     assert isinstance(pop.model, PopulationModule) and pop.model.seeds == [5, 6]
     for k, seed in enumerate((5, 6)):
-        single = fit(tmp_path / f"single{seed}", *DDPG, f"--seed_everything={seed}", "--data.total_env_steps=1200")
+        single = fit(tmp_path / f"single{seed}", *arm, f"--seed_everything={seed}")
         expected = curve(tmp_path / f"single{seed}" / "metrics.csv")
         got = curve(tmp_path / "pop" / f"seed_{seed}" / "metrics.csv")
         assert len(got) == len(expected) >= 3
@@ -68,7 +71,9 @@ def test_the_end_line_reports_every_seed_and_the_members_differ(
 
 
 @pytest.mark.parametrize(
-    ("arm", "cut_at"), [(DDPG, 8), (["--model.teacher.kind=meta_state", *QUIET], 3)], ids=["ddpg", "meta_state"]
+    ("arm", "cut_at"),
+    [(DDPG, 8), ([*DDPG, "--model.teacher.kind=param"], 5), (["--model.teacher.kind=meta_state", *QUIET], 3)],
+    ids=["ddpg", "param", "meta_state"],
 )
 def test_an_interrupted_population_resumes_to_what_an_uninterrupted_one_reaches(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, arm: list[str], cut_at: int
@@ -204,7 +209,7 @@ def test_a_population_checkpoint_is_refused_by_a_run_of_another_size(
     assert "--population: checkpoint 2, this run 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("setting", [["--model.teacher.kind=param"], ["--model.meta.samples=2"]])
+@pytest.mark.parametrize("setting", [["--model.meta.samples=2"]])
 def test_settings_not_available_in_a_population_are_refused_in_one_paragraph(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: list[str]
 ) -> None:
