@@ -44,6 +44,36 @@ def sources() -> dict[str, tuple[Any, list[tuple[str, str, Any]]]]:
     }
 
 
+class _Recorder:
+    """Stands in for the CLI's parser: records the options the CLI adds (and ignores its links)."""
+
+    def __init__(self) -> None:
+        self.options: list[tuple[str, dict[str, Any]]] = []
+
+    def add_argument(self, name: str, **kwargs: Any) -> None:
+        self.options.append((name, kwargs))
+
+    def link_arguments(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def cli_table() -> str:
+    """The options the CLI adds to Lightning's (``MetaRLCLI.add_arguments_to_parser``), with their help."""
+    from types import SimpleNamespace
+
+    from lightning_meta_rl.cli import MetaRLCLI
+
+    recorder = _Recorder()
+    MetaRLCLI.add_arguments_to_parser(SimpleNamespace(model_class=None), recorder)  # type: ignore[arg-type]
+    lines = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, kw in recorder.options:
+        typ = kw.get("type")
+        shown = "yes/no flag" if "action" in kw else getattr(typ, "__name__", str(typ).replace("NoneType", "None"))
+        meaning = " ".join(kw["help"].split()).replace("<", "&lt;").replace(">", "&gt;")
+        lines.append(f"| `{name}` | {shown.replace(' | ', ' or ')} | {value(kw.get('default'))} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def meanings(obj: Any) -> dict[str, str]:
     """The ``Args:`` entries of a docstring, each joined into one line."""
     text = inspect.cleandoc(obj.__doc__ or "")
@@ -82,6 +112,8 @@ def value(default: Any) -> str:
 
 
 def table(name: str) -> str:
+    if name == "cli":
+        return cli_table()
     obj, rows = sources()[name]
     text = meanings(obj)
     lines = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]

@@ -92,8 +92,8 @@ class MetaRLCLI(LightningCLI):
             "--population",
             type=int,
             default=1,
-            help="Train this many seeds of the DDPG arm in one process (seed_everything, seed_everything + 1, "
-            "...), each with its own environments, buffer and results in <run_dir>/seed_<s>/. Default: 1, one run.",
+            help="Train this many seeds in one process (seed_everything, seed_everything + 1, ...), either arm, "
+            "each with its own environments, buffer and results in <run_dir>/seed_<s>/. Default: 1, one run.",
         )
         if self.model_class is PopulationModule:
             parser.link_arguments("population", "model.population", apply_on="parse")
