@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
+from lightning_meta_rl.networks import copy_members_
+
 
 def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
     """Adam, fused where torch supports it for these tensors (CPU and CUDA in recent torch)."""
@@ -77,26 +79,33 @@ class AdamState(NamedTuple):
             step=_slices(self.step, keep),
         )
 
-    def repeat(self, members: int | None) -> AdamState:
+    def repeat(self, members: int | None, grouped: bool = False) -> AdamState:
         """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
-        (None: the same shapes). The step counts stay one per parameter tensor: members step together."""
+        (None: the same shapes); with ``grouped``, the state of a stacked student, whose N members each repeat
+        ``members`` times along the member dimension (``Student.stacked``), their step counts too. Otherwise
+        the step counts stay one per parameter tensor: members step together."""
 
         def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.clone() if members is None else t.unsqueeze(0).repeat(members, *[1] * t.dim())
+            if members is None:
+                return t.clone()
+            if grouped:
+                return t.repeat_interleave(members, 0)
+            return t.unsqueeze(0).repeat(members, *[1] * t.dim())
 
         return self._replace(
             exp_avg=[rep(t) for t in self.exp_avg],
             exp_avg_sq=[rep(t) for t in self.exp_avg_sq],
-            step=[t.clone() for t in self.step],
+            step=[rep(t) if grouped and t.dim() > 0 else t.clone() for t in self.step],
         )
 
     @torch.no_grad()
     def copy_from(self, source: AdamState) -> AdamState:
-        """``source``'s state in this copy's tensors (broadcast over the members of a repeated copy)."""
+        """``source``'s state in this copy's tensors (each member of a repeated copy takes the state it
+        repeats)."""
         dst = [*self.exp_avg, *self.exp_avg_sq, *self.step]
         src = [*source.exp_avg, *source.exp_avg_sq, *source.step]
         for d, s in zip(dst, src, strict=True):
-            d.copy_(s.expand_as(d))
+            copy_members_(d, s)
         return source._replace(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, step=self.step)
 
 

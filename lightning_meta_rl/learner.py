@@ -209,7 +209,7 @@ class Learner:
         clone.copy_from(student)
         actor_adam, critic_adam = actor_adam.copy_from(live_actor), critic_adam.copy_from(live_critic)
         metrics = mean_metrics([self.step(clone, actor_adam, critic_adam, b, None) for b in batches])
-        if members is None:
+        if members is None or student.members is not None:  # one copy, or copies of a population: stacked
             return [clone.actor], metrics
         with torch.no_grad():
             for k, actor in enumerate(actors):
@@ -224,17 +224,22 @@ class Learner:
         kept = self._copies.get(members)
         if kept is None or not _same_layout(kept[0], student, members):
             clone = copy.deepcopy(student) if members is None else student.stacked(members)
-            actors = [copy.deepcopy(student.actor) for _ in range(members or 0)]
-            kept = (clone, actor_adam.repeat(members), critic_adam.repeat(members), actors)
+            grouped = student.members is not None  # a population's: copies of each member, grouped by member
+            actors = [] if grouped else [copy.deepcopy(student.actor) for _ in range(members or 0)]
+            kept = (clone, actor_adam.repeat(members, grouped), critic_adam.repeat(members, grouped), actors)
             self._copies[members] = kept
         return kept
 
 
 def _same_layout(clone: Student, student: Student, members: int | None) -> bool:
-    lead = () if members is None else (members,)
+    def shape(s: torch.Tensor) -> tuple[int, ...]:  # what the copy's tensor of parameter s has
+        if members is None:
+            return tuple(s.shape)
+        return (s.shape[0] * members, *s.shape[1:]) if student.members is not None else (members, *s.shape)
+
     pairs = zip(clone.parameters(), student.parameters(), strict=False)
     return sum(1 for _ in clone.parameters()) == sum(1 for _ in student.parameters()) and all(
-        c.shape == (*lead, *s.shape) and c.dtype == s.dtype and c.device == s.device for c, s in pairs
+        c.shape == shape(s) and c.dtype == s.dtype and c.device == s.device for c, s in pairs
     )
 
 

@@ -183,9 +183,25 @@ class Student(nn.Module):
             )
         return params
 
+    @property
+    def members(self) -> int | None:
+        """The number of stacked members (None: an ordinary student)."""
+        first = self.actor.net[0]
+        return first.weight.shape[0] if isinstance(first, MemberLinear) else None
+
     def stacked(self, members: int) -> Student:
-        """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``."""
-        return Student.stack([self] * members)
+        """A copy holding ``members`` copies of every parameter as one tensor ``[members, ...]``. Of a stacked
+        student of N members: ``members`` copies of each member, grouped by member, ``[N * members, ...]``
+        (row ``n * members + i`` is a copy of member n)."""
+        if self.members is None:
+            return Student.stack([self] * members)
+        out = copy.deepcopy(self)
+        for module in out.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                grouped = p.detach().repeat_interleave(members, 0)
+                setattr(module, name, nn.Parameter(grouped, requires_grad=p.requires_grad))
+        out._params = None
+        return out
 
     @staticmethod
     def stack(students: Sequence[Student]) -> Student:
@@ -219,11 +235,23 @@ class Student(nn.Module):
 
     @torch.no_grad()
     def copy_from(self, source: Student) -> None:
-        """Every parameter and buffer becomes ``source``'s (broadcast to each member of a stacked copy)."""
+        """Every parameter and buffer becomes ``source``'s (each member of a copy made by ``stacked`` takes
+        the parameters it is a copy of)."""
         for dst, src in zip(self.parameters(), source.parameters(), strict=True):
-            dst.copy_(src.expand_as(dst))
+            copy_members_(dst, src)
         for buf, src_buf in zip(self.buffers(), source.buffers(), strict=True):
             buf.copy_(src_buf)
+
+
+def copy_members_(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst`` takes ``src``'s values: the same shape; one tensor broadcast to every member of ``dst``
+    (``[M, ...]`` from ``[...]``); or N members each to its group of ``dst`` (``[N * M, ...]`` from ``[N, ...]``,
+    as ``Student.stacked`` groups them)."""
+    if dst.shape == src.shape or dst.dim() != src.dim():
+        dst.copy_(src.expand_as(dst))
+    else:
+        n = src.shape[0]
+        dst.unflatten(0, (n, dst.shape[0] // n)).copy_(src.unsqueeze(1).expand(n, dst.shape[0] // n, *src.shape[1:]))
 
 
 class GaussianHead(nn.Module):

@@ -14,7 +14,7 @@ iteration is population_steps.py. Each member writes its own ``seed_<s>/metrics.
 
 A member that diverges (a non-finite action or parameter) is retired with a message naming its seed; the
 others go on, and the run ends with exit status 3. A member is exported as an ordinary single-seed
-checkpoint by ``python -m lightning_meta_rl.export`` (export.py). Not yet: ``meta.samples`` above 1. With W&B, each member also has a W&B run of its own (seed_runs.py).
+checkpoint by ``python -m lightning_meta_rl.export`` (export.py). With W&B, each member also has a W&B run of its own (seed_runs.py).
 """
 
 from __future__ import annotations
@@ -67,11 +67,6 @@ class PopulationModule(MetaRLModule):
         population: int = 2,
     ) -> None:
         check_population(population)
-        if teacher.learned and meta.samples > 1:
-            raise ConfigError(
-                f"--population does not run meta.samples={meta.samples} (more than one teacher sample per step) "
-                f"yet; every other setting of both arms it does. Run these seeds as separate processes."
-            )
         seed = torch.initial_seed()  # what seed_everything set: member k is built as the run of seed + k
         super().__init__(obs_dim, act_dim, action_low, action_high, student, teacher, meta, utd_ratio, compile)
         scale = ActionScale(action_low, action_high)
