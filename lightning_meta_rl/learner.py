@@ -201,14 +201,17 @@ class Learner:
         critic_opt: torch.optim.Optimizer,
         members: int | None,
         batches: Iterable[Batch],
+        rows: list[int] | None = None,
     ) -> tuple[list[Actor], dict[str, float]]:
         """Copies of the student with its Adam state (``members=None``: one plain copy; else that many stacked,
-        each batch then ``[members, B, ...]``), trained on ``batches``; returns each copy's actor."""
+        each batch then ``[members, B, ...]``), trained on ``batches``; returns each copy's actor. ``rows``: the
+        stacked rows the metrics average over (None: all)."""
         live_actor, live_critic = AdamState.of(actor_opt), AdamState.of(critic_opt)
         clone, actor_adam, critic_adam, actors = self._copy(student, members, live_actor, live_critic)
         clone.copy_from(student)
         actor_adam, critic_adam = actor_adam.copy_from(live_actor), critic_adam.copy_from(live_critic)
-        metrics = mean_metrics([self.step(clone, actor_adam, critic_adam, b, None) for b in batches])
+        history = [self.step(clone, actor_adam, critic_adam, b, None) for b in batches]
+        metrics = mean_metrics(history if rows is None else [{k: v[rows] for k, v in m.items()} for m in history])
         if members is None or student.members is not None:  # one copy, or copies of a population: stacked
             return [clone.actor], metrics
         with torch.no_grad():

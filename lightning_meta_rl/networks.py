@@ -168,6 +168,7 @@ class Student(nn.Module):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_l2_names = tuple(self.critic.l2_names())
         self._params: StudentParams | None = None
+        self.params()  # filled now: a compiled update that filled it on its first call would compile twice
 
     def params(self) -> StudentParams:
         """The four networks' parameters, looked up once: walking the modules costs more than a small update.
@@ -201,6 +202,7 @@ class Student(nn.Module):
                 grouped = p.detach().repeat_interleave(members, 0)
                 setattr(module, name, nn.Parameter(grouped, requires_grad=p.requires_grad))
         out._params = None
+        out.params()
         return out
 
     @staticmethod
@@ -220,6 +222,7 @@ class Student(nn.Module):
                 stacked = torch.stack([src[full].detach() for src in sources])
                 setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
         out._params = None
+        out.params()
         return out
 
     def member(self, k: int) -> Student:
@@ -231,6 +234,7 @@ class Student(nn.Module):
             for name, p in list(module.named_parameters(recurse=False)):
                 setattr(module, name, nn.Parameter(p.detach()[k].clone(), requires_grad=p.requires_grad))
         out._params = None
+        out.params()
         return out
 
     @torch.no_grad()

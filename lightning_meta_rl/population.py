@@ -115,6 +115,7 @@ class PopulationModule(MetaRLModule):
         parameter-space noise)."""
         with torch.no_grad():
             for k, actor in enumerate(self.actors):
+                actor.to(self.student.actor.scale.low.device)  # a plain list: Lightning moves only the student
                 for dst, src in zip(actor.parameters(), self.student.actor.parameters(), strict=True):
                     dst.copy_(src[k])
 

@@ -56,7 +56,8 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
         look_actor, look_metrics = pop.student.actor, {}
     else:
         copies = None if K == 1 else K
-        (look_actor,), metrics = pop.learner.lookahead(pop.student, actor_opt, critic_opt, copies, batches)
+        rows = [k * K + i for k in active for i in range(K)]  # the metrics of the members that took part
+        (look_actor,), metrics = pop.learner.lookahead(pop.student, actor_opt, critic_opt, copies, batches, rows)
         look_metrics = {f"lookahead/{k}": v for k, v in metrics.items()}
     looks = [look_actor] if K == 1 else [_Sample(look_actor, K, i) for i in range(K)]  # pi'_.i of every member
     # 3. the meta-rewards: D1 rollouts against R(pi), or the student's critic

@@ -89,10 +89,14 @@ class Collector:
         # microseconds a step; a TrainingDiverged raised by the stepper propagates
         try:
             obs, started = next(stepper)
-            while True:
-                obs, started = stepper.send(_act(policy, obs, started))
         except StopIteration as done:
             return done.value
+        while True:
+            action = _act(policy, obs, started)  # (outside the try: the policy's own errors are not the end)
+            try:
+                obs, started = stepper.send(action)
+            except StopIteration as done:
+                return done.value
 
     def stepper(self, max_steps: int | None, max_episodes: int | None = None, seed: int | None = None) -> Stepper:
         """The collection as a generator: it yields the (normalized) observations of its environments and the

@@ -176,7 +176,10 @@ def test_the_compiled_update_matches_eager_and_compiles_each_use_once(golden: di
     for compiled in (False, True):
         student, actor_opt, critic_opt = golden_student(golden)
         learner = Learner(**golden["hp"], compile=compiled)
+        before = unique_graphs()
         learner.update(student, actor_opt, critic_opt, golden["batches"][:20])
+        if compiled:  # one graph for the live student, from its first update on
+            assert unique_graphs() == before + 1, "the live student's update compiled more than once"
         learner.lookahead(student, actor_opt, critic_opt, None, golden["lookahead_batches"][:5])
         graphs = unique_graphs()
         again, _ = learner.lookahead(student, actor_opt, critic_opt, None, golden["lookahead_batches"][5:])

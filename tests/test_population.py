@@ -332,3 +332,12 @@ def test_gaussian_noise_for_all_members_at_once_is_each_members_own() -> None:
 class _FixedActor:
     def __init__(self, mu: torch.Tensor) -> None:
         self.actor = lambda obs: mu
+
+
+def test_the_members_plain_actors_follow_the_population_to_its_device() -> None:
+    # the plain actors (evaluation, parameter noise) are a plain list, which Lightning's .to() does not move;
+    # "meta" stands in for a GPU here
+    pop = PopulationModule(3, 1, [-2.0], [2.0], population=2)
+    pop.to("meta")
+    pop._sync_actors()
+    assert all(p.device.type == "meta" for actor in pop.actors for p in actor.parameters())
