@@ -34,6 +34,8 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
     # 1. D0 from each member's teacher as it is now: one segment of d0_steps per sample, each from its own
     # environment
     d0s = pop.collected(data.collect_lockstep(pop.active(), K * cfg.d0_steps, pop.explore))
+    if not d0s:  # every member that collected was retired in it (the others had finished)
+        return progress(data, d0s)
     active = list(d0s)
     segments = {k: [d0] if K == 1 else [d0.environment(i, K) for i in range(K)] for k, d0 in d0s.items()}
     # 2. the look-ahead students pi'_ki = DDPG(pi_k, D0_ki), stacked (member k's K copies in rows kK..kK+K-1),
@@ -128,6 +130,8 @@ def ddpg_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
     if pop.teacher_cfg.kind == "param":  # it perturbs the plain actors: they take the members' current weights
         pop._sync_actors()
     d0s = pop.collected(data.collect_lockstep(pop.active(), pop.meta_cfg.d0_steps, pop.explore))
+    if not d0s:  # every member that collected was retired in it (the others had finished)
+        return progress(data, d0s)
     for k, d0 in d0s.items():
         data.members[k].add(d0)
     pop.last_iteration = IterationRecord(start, data.env_steps, next(iter(d0s.values())))
