@@ -10,6 +10,8 @@ median over rounds.
     python benchmarks/population_speed.py --config conf/hopper.yaml --modes eager   # the Meta arm
     python benchmarks/population_speed.py --quick         # a short run (prints, writes nothing)
     python benchmarks/population_speed.py --parallel      # two population processes at once against one
+    python benchmarks/population_speed.py --config conf/pendulum.yaml --modes eager \
+        --set=--model.meta.samples=5 --set=--data.num_envs=5 --name population_speed_pendulum_k5   # K = 5
 
 ``--parallel`` times one ``--population=N`` command alone and two at once (each its own seeds, one torch
 thread each, started together), alternating, and reports the pair's total env steps/s over the single one's
@@ -37,8 +39,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "population"
 DEFAULT_CONFIG = "conf/hopper_ddpg.yaml"
 
 
+EXTRA: list[str] = []  # --set: more overrides for every command of a run (both sides alike)
+
+
 def command(run_dir: Path, config: str, steps: int, population: int, compile: bool) -> list[str]:
-    args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", config, "--run_dir", str(run_dir)]
+    args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", config, "--run_dir", str(run_dir), *EXTRA]
     args += [f"--data.total_env_steps={steps}", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
     args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
     args += ["--trainer.enable_model_summary=false", f"--model.compile={'true' if compile else 'false'}"]
@@ -116,7 +121,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="Pendulum, N=2, 1500 steps, one round, eager only")
     parser.add_argument("--parallel", action="store_true", help="two population processes at once against one")
+    parser.add_argument("--set", action="append", default=[], help="one more override for every command (--set=--a=b)")
+    parser.add_argument("--name", help="the result file's name (default: from the config)")
     args = parser.parse_args()
+    EXTRA[:] = args.set
     if args.parallel:
         r = measure_parallel(args.config, args.steps, args.population, args.rounds)
         text = (
@@ -141,7 +149,8 @@ def main() -> None:
         "",
         f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one "
         f"torch thread per process; `python benchmarks/population_speed.py --config {args.config} --population "
-        f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}`: env steps per "
+        f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}"
+        f"{''.join(f' --set={x}' for x in args.set)}{f' --name {args.name}' if args.name else ''}`: env steps per "
         f"seed, {args.rounds} alternating rounds, whole commands (start-up included).",
         "",
         "| update | single run env steps/s | population total env steps/s | population / single (median) | min | max |",
@@ -155,7 +164,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
-        name = "population_speed" + ("" if args.config == DEFAULT_CONFIG else f"_{Path(args.config).stem}")
+        name = args.name or "population_speed" + ("" if args.config == DEFAULT_CONFIG else f"_{Path(args.config).stem}")
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{name}.md").write_text(text)
 
