@@ -39,7 +39,8 @@ def as_row(m: dict[str, float]) -> torch.Tensor:
 
 def test_the_live_update_computes_what_3f172b0_computed_update_by_update(golden: dict) -> None:
     """50 updates on the same batches: every update's metrics and every tenth update's weights agree within
-    1e-5, and in fact bit for bit (the floating-point order of the eager update is unchanged)."""
+    1e-5. Not bit for bit: the golden numbers were made on one CPU, and another CPU's kernels (AVX2, AVX-512,
+    AMX) round differently; bit-identity with 3f172b0 is shown on one machine by benchmarks/bit_identical.py."""
     student, actor_opt, critic_opt = golden_student(golden)
     learner = Learner(**golden["hp"])
     for i, batch in enumerate(golden["batches"]):
@@ -48,8 +49,7 @@ def test_the_live_update_computes_what_3f172b0_computed_update_by_update(golden:
         if (i + 1) in golden["snapshots"]:
             for name, value in student.state_dict().items():
                 expected = golden["snapshots"][i + 1][name]
-                torch.testing.assert_close(value, expected, **TOL, msg=name)
-                assert torch.equal(value, expected), f"{name} after {i + 1} updates is no longer bit-identical"
+                torch.testing.assert_close(value, expected, **TOL, msg=f"{name} after {i + 1} updates")
 
 
 def test_the_lookahead_copy_and_stacked_members_compute_what_3f172b0_computed(golden: dict) -> None:
@@ -61,7 +61,7 @@ def test_the_lookahead_copy_and_stacked_members_compute_what_3f172b0_computed(go
     (actor,), metrics = learner.lookahead(student, actor_opt, critic_opt, None, golden["lookahead_batches"])
     torch.testing.assert_close(as_row(metrics), golden["lookahead_metrics"].mean(0), **TOL)
     for name, value in learner._copies[None][0].state_dict().items():
-        assert torch.equal(value, golden["lookahead_final"][name]), name
+        torch.testing.assert_close(value, golden["lookahead_final"][name], **TOL, msg=name)
     assert all(p is q for p, q in zip(actor.parameters(), learner._copies[None][0].actor.parameters(), strict=True))
 
     actors, metrics = learner.lookahead(student, actor_opt, critic_opt, 3, golden["stacked_batches"])
@@ -69,9 +69,9 @@ def test_the_lookahead_copy_and_stacked_members_compute_what_3f172b0_computed(go
     stacked = learner._copies[3][0]
     for net, expected in golden["stacked_final"].items():
         for p, q in zip(getattr(stacked, net).parameters(), expected, strict=True):
-            assert torch.equal(p, q), net
+            torch.testing.assert_close(p, q, **TOL, msg=net)
     for k, member in enumerate(actors):  # the plain actors handed to the rollouts are the members
-        for p, q in zip(member.parameters(), golden["stacked_final"]["actor"], strict=True):
+        for p, q in zip(member.parameters(), stacked.actor.parameters(), strict=True):
             assert torch.equal(p, q[k])
     for name, value in student.state_dict().items():  # the look-aheads never touch the student
         assert torch.equal(value, before[name]), name
