@@ -103,6 +103,31 @@ def ddpg_step(
     return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
 
 
+# guards that tell one call of the compiled update from another: what the graph depends on
+_KEPT_GUARDS = frozenset(
+    {"TENSOR_MATCH", "CONSTANT_MATCH", "EQUALS_MATCH", "ID_MATCH", "TYPE_MATCH", "CLOSURE_MATCH", "SEQUENCE_LENGTH"}
+    | {"GRAD_MODE", "GLOBAL_STATE", "DEFAULT_DEVICE", "TORCH_FUNCTION_STATE", "FUNCTORCH_STACK_MATCH"}
+)
+
+
+def update_guards(entries: list[Any]) -> list[bool]:
+    """The guards the compiled update checks before each call (``torch.compile``'s ``guard_filter_fn``).
+
+    Kept: every tensor's shape, dtype, device and strides (parameters, targets, Adam state, batch), the values
+    of the update's arguments (gamma, tau, the L2 weight, Adam's settings, which gradient and reduce functions)
+    and the global autograd state. Skipped: the ~1,000 guards on the networks' module internals (hook and
+    attribute dictionaries, types: the student's modules are built once and never changed, and none has
+    training-mode behaviour), on module-level globals (this package's functions) and on inputs aliasing each
+    other (parameters, optimizer state and batches are distinct tensors by construction). A change of network
+    size, dtype, device, hyperparameter or member count still compiles a new graph. The skipped guards cost a
+    large share of a small update's time on CPU (benchmarks/update_speed.py measures it)."""
+    return [
+        e.guard_type == "TENSOR_MATCH"
+        or (e.guard_type in _KEPT_GUARDS and not e.is_global and not e.orig_guard.source.is_unspecialized_nn_module())
+        for e in entries
+    ]
+
+
 class Learner:
     """Runs :func:`ddpg_step`: eager or compiled, on the live student or on look-ahead copies of it.
 
@@ -117,7 +142,8 @@ class Learner:
 
     def _reset(self) -> None:
         # static shapes: each network size gets its own graph, never dynamic-shape kernels
-        self._step = torch.compile(ddpg_step, dynamic=False) if self.compiled else ddpg_step
+        options: dict[str, str | int | bool | Callable[..., Any]] = {"guard_filter_fn": update_guards}
+        self._step = torch.compile(ddpg_step, dynamic=False, options=options) if self.compiled else ddpg_step
         self._copies: dict[int | None, tuple[Student, AdamState, AdamState, list[Actor]]] = {}
 
     # compiled code and look-ahead copies are rebuilt, never pickled or deep-copied with the module

@@ -12,7 +12,7 @@ from conftest import fit, read_metrics
 from torch._dynamo.utils import counters
 
 from lightning_meta_rl.adam import AdamState, make_adam
-from lightning_meta_rl.learner import Learner, ddpg_step
+from lightning_meta_rl.learner import Learner, ddpg_step, update_guards
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch
 
@@ -292,3 +292,47 @@ def test_members_with_large_step_counts_step_together_as_their_single_runs(monke
             single.state_dict().items(), population.member(k).state_dict().items(), strict=True
         ):
             torch.testing.assert_close(y, x, **TOL, msg=name)
+
+
+def test_the_compiled_update_recompiles_for_what_its_kept_guards_guard() -> None:
+    """The compiled update skips the guards on module internals (learner.update_guards), so it must still
+    tell apart what its graph bakes in: the update's arguments (gamma here), Adam's settings (its learning rate)
+    and the reduce function (besides every tensor's shape). Each variant, compiled in turn in one process, matches its own eager update; if the
+    filter dropped the guard on any of these, a variant would reuse an earlier graph and miss."""
+    torch._dynamo.reset()
+    kept: list[tuple[str, bool]] = []
+
+    def recording(entries: list) -> list[bool]:
+        flags = update_guards(entries)
+        kept.extend((e.guard_type, f) for e, f in zip(entries, flags, strict=True))
+        return flags
+
+    def halve(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [g / 2 for g in grads]
+
+    variants = [
+        {"hp": (0.99, 0.05, 1e-2), "lr": 1e-3, "reduce": None, "hidden": (16, 16)},
+        {"hp": (0.5, 0.05, 1e-2), "lr": 1e-3, "reduce": None, "hidden": (16, 16)},
+        {"hp": (0.99, 0.05, 1e-2), "lr": 3e-2, "reduce": None, "hidden": (16, 16)},
+        {"hp": (0.99, 0.05, 1e-2), "lr": 1e-3, "reduce": halve, "hidden": (16, 16)},
+    ]
+    batches = random_batches(3)
+    for v in variants:
+        results = []
+        for compiled in (False, True):
+            torch.manual_seed(0)
+            student = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), v["hidden"], True)
+            a_opt, c_opt = (
+                make_adam(student.actor.parameters(), v["lr"]),
+                make_adam(student.critic.parameters(), v["lr"]),
+            )
+            learner = Learner(*v["hp"], compile=compiled)
+            learner._step = torch.compile(ddpg_step, dynamic=False, options={"guard_filter_fn": recording})
+            if not compiled:
+                learner._step = ddpg_step
+            learner.update(student, a_opt, c_opt, batches, v["reduce"])
+            results.append(student.state_dict())
+        for name, x in results[0].items():
+            torch.testing.assert_close(results[1][name], x, **TOL, msg=f"{v}: {name}")
+    assert kept and all(f for t, f in kept if t == "TENSOR_MATCH"), "a tensor guard was dropped"
+    assert any(t == "EMPTY_NN_MODULE_HOOKS_DICT" and not f for t, f in kept), "module-internal guards were kept"
