@@ -6,6 +6,8 @@ two ways a member dimension can be given to the networks.
 * ``members``: the critic's loss, forward and backward, for K members: our stacked layers (batched matrix
   products inside the networks' own forward) against ``torch.func.vmap`` over ``functional_call`` of the
   plain network, and against K plain networks one after another. This is the measurement the design rests on.
+* ``layouts``: 50 eager updates of K = 5 stacked members with their parameters in the members' layout
+  (members.py: no view taken per call) against the earlier layout (the ordinary layers', viewed per call).
 
 Rounds alternate the arms (a shared machine drifts); medians over rounds. One torch thread, as the CLI.
 
@@ -24,11 +26,14 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn import functional as F
 
-from lightning_meta_rl.adam import make_adam
+from lightning_meta_rl.adam import AdamState, make_adam
 from lightning_meta_rl.learner import Learner, ddpg_step
 from lightning_meta_rl.losses import critic_loss
+from lightning_meta_rl.members import MemberLayerNorm, MemberLinear, layers_of, to_plain
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch
 
@@ -89,7 +94,9 @@ def member_arms(k: int) -> dict[str, Callable[[], object]]:
     (b,) = batches(1, (k,))
     target = torch.randn(k, B)
     plain = [Student(OBS, student.actor.scale, (64, 64), True).critic for _ in range(k)]
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in stacked.critic.named_parameters()}
+    # the same members for vmap, in the plain critic's layout
+    pairs = zip(stacked.critic.named_parameters(), layers_of(student.critic), strict=True)
+    params = {n: torch.stack([to_plain(*layer, m) for m in p.detach()]).requires_grad_(True) for (n, p), layer in pairs}
     l2 = student.critic_l2_names
 
     def ours() -> object:
@@ -119,6 +126,50 @@ def member_arms(k: int) -> dict[str, Callable[[], object]]:
     }
 
 
+class ViewLinear(MemberLinear):
+    """The earlier member layout, for comparison: weight [M, out, in] and bias [M, out] as in the ordinary
+    layer, viewed into the batched product's layout on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
+
+
+class ViewLayerNorm(MemberLayerNorm):
+    """The earlier member layout of a LayerNorm: weight and bias [M, d], viewed as [M, 1, d] on every call."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return torch.addcmul(self.bias.unsqueeze(-2), x, self.weight.unsqueeze(-2))
+
+
+def layout_arms(k: int) -> dict[str, Callable[[], object]]:
+    """50 eager updates of k stacked members (no copy): parameters in the members' layout (members.py), and
+    in the earlier one, the ordinary layers' layout with views taken per call."""
+    torch.manual_seed(0)
+    pool = batches(LOOKAHEAD_UPDATES, (k,))
+    arms: dict[str, Callable[[], object]] = {}
+    for views in (False, True):
+        student = Student(OBS, ActionScale([-1.0] * ACT, [1.0] * ACT), (64, 64), True).stacked(k)
+        if views:
+            for layer in student.modules():
+                if isinstance(layer, MemberLinear | MemberLayerNorm):
+                    for name, p in list(layer.named_parameters(recurse=False)):
+                        own = torch.stack([to_plain(layer, name, m) for m in p.detach()])
+                        setattr(layer, name, nn.Parameter(own.contiguous(), requires_grad=p.requires_grad))
+                    layer.__class__ = ViewLinear if isinstance(layer, MemberLinear) else ViewLayerNorm
+            student._params = None
+            student.params()
+        actor = AdamState.of(make_adam(student.actor.parameters(), 1e-4))
+        critic = AdamState.of(make_adam(student.critic.parameters(), 1e-3))
+
+        def run(s: Student = student, a: AdamState = actor, c: AdamState = critic) -> None:
+            for b in pool:
+                ddpg_step(s, a, c, b, 0.99, 0.01, 0.01)
+
+        arms[f"K={k}: " + ("ordinary layout, views per call (earlier)" if views else "members' layout")] = run
+    return arms
+
+
 def measure(arms: dict[str, Callable[[], object]], rounds: int, reps: int) -> dict[str, float]:
     for fn in arms.values():  # warm-up (and the compiles)
         for _ in range(3):
@@ -131,7 +182,7 @@ def measure(arms: dict[str, Callable[[], object]], rounds: int, reps: int) -> di
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def report(updates: dict[str, float], members: dict[str, float], command: str) -> str:
+def report(updates: dict[str, float], members: dict[str, float], layouts: dict[str, float], command: str) -> str:
     eager = updates["student, eager"]
     lines = [
         "# The one update: cost per use, and how members are stacked",
@@ -154,6 +205,14 @@ def report(updates: dict[str, float], members: dict[str, float], command: str) -
         k = name.split(":")[0]
         base = members[f"{k}: stacked layers"]
         lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} |")
+    lines += [
+        "",
+        f"| {LOOKAHEAD_UPDATES} eager updates of K stacked members | ms | vs members' layout |",
+        "| --- | --- | --- |",
+    ]
+    for name, ms in layouts.items():
+        base = layouts[name.split(":")[0] + ": members' layout"]
+        lines.append(f"| {name} | {ms:.1f} | {ms / base:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +228,9 @@ def main() -> None:
     members: dict[str, float] = {}
     for k in (2,) if args.quick else (2, 5):
         members |= measure(member_arms(k), rounds, reps)
-    text = report(updates, members, "python benchmarks/update_speed.py" + (" --quick" if args.quick else ""))
+    layouts = measure(layout_arms(2 if args.quick else 5), rounds, max(1, reps // 20))
+    command = "python benchmarks/update_speed.py" + (" --quick" if args.quick else "")
+    text = report(updates, members, layouts, command)
     print(text)
     if not args.quick:
         OUT.parent.mkdir(parents=True, exist_ok=True)

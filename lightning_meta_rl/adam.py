@@ -5,14 +5,17 @@ population's members also keep one step count each (``per_member_steps``), so th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.optim.adam import adam
 
-from lightning_meta_rl.networks import copy_members_
+from lightning_meta_rl.members import copy_members_
+
+# one map per parameter of a network, from an ordinary student's layout to one member's (``member_layout``)
+Layout = Sequence[Callable[[torch.Tensor], torch.Tensor]]
 
 
 def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
@@ -61,13 +64,14 @@ class AdamState(NamedTuple):
         )
 
     @staticmethod
-    def stack(states: list[AdamState]) -> AdamState:
+    def stack(states: list[AdamState], layout: Layout | None = None) -> AdamState:
         """The Adam states of several students as one for their stacked members (``Student.stack``): moments
-        ``[M, ...]`` and one step count per member (``[M]``), so that members may step apart (masked steps)."""
+        ``[M, ...]``, in the members' layout (``layout``: one map per parameter, ``member_layout``), and one
+        step count per member (``[M]``), so that members may step apart (masked steps)."""
         first = states[0]
         return first._replace(
-            exp_avg=[torch.stack(ts) for ts in zip(*(s.exp_avg for s in states), strict=True)],
-            exp_avg_sq=[torch.stack(ts) for ts in zip(*(s.exp_avg_sq for s in states), strict=True)],
+            exp_avg=[torch.stack(ts) for ts in zip(*(_in(s.exp_avg, layout) for s in states), strict=True)],
+            exp_avg_sq=[torch.stack(ts) for ts in zip(*(_in(s.exp_avg_sq, layout) for s in states), strict=True)],
             step=[torch.stack(ts) for ts in zip(*(s.step for s in states), strict=True)],
         )
 
@@ -79,34 +83,41 @@ class AdamState(NamedTuple):
             step=_slices(self.step, keep),
         )
 
-    def repeat(self, members: int | None, grouped: bool = False) -> AdamState:
+    def repeat(self, members: int | None, grouped: bool = False, layout: Layout | None = None) -> AdamState:
         """A copy with its own tensors, each moment repeated ``members`` times along a new leading dimension
-        (None: the same shapes); with ``grouped``, the state of a stacked student, whose N members each repeat
-        ``members`` times along the member dimension (``Student.stacked``), their step counts too. Otherwise
-        the step counts stay one per parameter tensor: members step together."""
+        (None: the same shapes), in the members' layout (``layout``, as in ``stack``); with ``grouped``, the
+        state of a stacked student, whose N members each repeat ``members`` times along the member dimension
+        (``Student.stacked``), their step counts too. Otherwise the step counts stay one per parameter tensor:
+        members step together."""
 
-        def rep(t: torch.Tensor) -> torch.Tensor:
+        def rep(t: torch.Tensor, i: int) -> torch.Tensor:
             if members is None:
                 return t.clone()
             if grouped:
                 return t.repeat_interleave(members, 0)
+            t = t if layout is None else layout[i](t)
             return t.unsqueeze(0).repeat(members, *[1] * t.dim())
 
         return self._replace(
-            exp_avg=[rep(t) for t in self.exp_avg],
-            exp_avg_sq=[rep(t) for t in self.exp_avg_sq],
-            step=[rep(t) if grouped and t.dim() > 0 else t.clone() for t in self.step],
+            exp_avg=[rep(t, i) for i, t in enumerate(self.exp_avg)],
+            exp_avg_sq=[rep(t, i) for i, t in enumerate(self.exp_avg_sq)],
+            step=[rep(t, i) if grouped and t.dim() > 0 else t.clone() for i, t in enumerate(self.step)],
         )
 
     @torch.no_grad()
-    def copy_from(self, source: AdamState) -> AdamState:
+    def copy_from(self, source: AdamState, layout: Layout | None = None) -> AdamState:
         """``source``'s state in this copy's tensors (each member of a repeated copy takes the state it
-        repeats)."""
+        repeats; ``layout``: as in ``repeat``, for a source that is an ordinary student's)."""
         dst = [*self.exp_avg, *self.exp_avg_sq, *self.step]
-        src = [*source.exp_avg, *source.exp_avg_sq, *source.step]
+        src = [*_in(source.exp_avg, layout), *_in(source.exp_avg_sq, layout), *source.step]
         for d, s in zip(dst, src, strict=True):
             copy_members_(d, s)
         return source._replace(exp_avg=self.exp_avg, exp_avg_sq=self.exp_avg_sq, step=self.step)
+
+
+def _in(moments: list[torch.Tensor], layout: Layout | None) -> list[torch.Tensor]:
+    """One moment per parameter, in the members' layout (views)."""
+    return moments if layout is None else [f(t) for f, t in zip(layout, moments, strict=True)]
 
 
 def _slices(tensors: list[torch.Tensor], members: Iterable[int]) -> list[torch.Tensor]:
@@ -156,8 +167,8 @@ def adam_step(
     with member 0's count, and every member's count goes up by one: the same arithmetic element by element
     (to float32 rounding), in fewer and larger kernels.
     """
-    # autograd.grad returns a gradient in the layout its backward made (a stacked layer's weight gradient is
-    # a transposed view), while the fused kernel pairs elements by memory: give it the parameters' layout
+    # autograd.grad returns a gradient in the layout its backward made (a transposed view, for some layers),
+    # while the fused kernel pairs elements by memory: give it the parameters' layout (a no-op when it is)
     grads = [g.contiguous() for g in grads]
     counts = state.step[0] if state.step and state.step[0].dim() == 1 else None
     if counts is None:

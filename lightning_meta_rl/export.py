@@ -17,6 +17,7 @@ import torch
 from lightning_meta_rl.checkpoint import read_checkpoint
 from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
 from lightning_meta_rl.errors import UserError
+from lightning_meta_rl.members import LAYOUT, layers_of, to_plain
 from lightning_meta_rl.module import MetaRLModule
 
 
@@ -42,14 +43,22 @@ def export_member(checkpoint: dict[str, Any], seed: int) -> dict[str, Any]:
         for key, v in hparams.items()
         if key != "_instantiator"  # how LightningCLI rebuilds the module on loading: kept in the export
     }
-    reference = MetaRLModule(**built).state_dict()  # the single student's names and shapes
+    single = MetaRLModule(**built)
+    reference = single.state_dict()  # the single student's names and shapes
+    # the stacked student's parameters hold each member in the members' layout (members.py), or, in
+    # checkpoints written before it (layout 1), in the ordinary layers' layout
+    transposed = population.get("member_layout", 1) == LAYOUT
+    names = [f"student.{n}" for n, _ in single.student.named_parameters()]
+    layers = dict(zip(names, layers_of(single.student), strict=True))
 
     def member(name: str, tensor: torch.Tensor) -> torch.Tensor:
         shape = reference[name].shape
-        if tensor.shape == (n, *shape):
-            return tensor[k].clone()
+        if transposed and name in layers and tensor.dim() > 0 and tensor.shape[0] == n:
+            tensor = to_plain(*layers[name], tensor[k])
+        elif tensor.shape == (n, *shape):
+            tensor = tensor[k]
         if tensor.shape == shape:
-            return tensor.clone()
+            return tensor.clone(memory_format=torch.contiguous_format)
         raise UserError(f"'{name}' has shape {tuple(tensor.shape)}; a member's should be {tuple(shape)}")
 
     teacher = f"explorations.{k}."  # member k's teacher (Meta arm), an ordinary run's "exploration."
@@ -61,10 +70,18 @@ def export_member(checkpoint: dict[str, Any], seed: int) -> dict[str, Any]:
             state_dict[name] = member(name, state[own if own in state else name])
     optimizers = []
     student_opts, teacher_opts = checkpoint["optimizer_states"][:2], checkpoint["optimizer_states"][2:]
-    for opt in student_opts:  # moments [n, ...] and step counts [n] (or one per tensor, before they were kept)
+
+    def adam_member(layer: tuple[torch.nn.Module, str], key: str, v: torch.Tensor) -> torch.Tensor:
+        """Member k's part of an Adam state tensor: moments [n, ...]; step counts [n] (or one per tensor, before
+        members kept their own)."""
+        if key == "step":
+            return v[k].clone() if v.dim() == 1 else v.clone()
+        return (to_plain(*layer, v[k]) if transposed else v[k]).clone(memory_format=torch.contiguous_format)
+
+    for net, opt in zip((single.student.actor, single.student.critic), student_opts, strict=True):
+        net_layers = layers_of(net)
         states = {
-            i: {key: v[k].clone() if key != "step" or v.dim() == 1 else v.clone() for key, v in s.items()}
-            for i, s in opt["state"].items()
+            i: {key: adam_member(net_layers[int(i)], key, v) for key, v in s.items()} for i, s in opt["state"].items()
         }
         optimizers.append({"state": states, "param_groups": opt["param_groups"]})
     if teacher_opts:

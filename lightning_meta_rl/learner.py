@@ -27,8 +27,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from lightning_meta_rl.adam import AdamState, adam_step
+from lightning_meta_rl.adam import AdamState, Layout, adam_step
 from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
+from lightning_meta_rl.members import layers_of, load_member_, member_layout, to_member
 from lightning_meta_rl.networks import Actor, Student
 from lightning_meta_rl.types import Batch, Rollout
 
@@ -38,6 +39,9 @@ Params = dict[str, torch.Tensor]
 LossOf = Callable[[Callable[..., torch.Tensor], Params], tuple[torch.Tensor, torch.Tensor]]
 Gradients = Callable[..., tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]
 Reduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+# a kept look-ahead copy: the student's copy, its actor's and critic's Adam state, the plain actors its members
+# are returned as, and the maps of the student's Adam moments into the copy's layout (actor, critic)
+Copy = tuple[Student, AdamState, AdamState, list[Actor], tuple[Layout | None, Layout | None]]
 
 
 # ---------------------------------------------------------------------------- gradients, two ways
@@ -144,7 +148,7 @@ class Learner:
         # static shapes: each network size gets its own graph, never dynamic-shape kernels
         options: dict[str, str | int | bool | Callable[..., Any]] = {"guard_filter_fn": update_guards}
         self._step = torch.compile(ddpg_step, dynamic=False, options=options) if self.compiled else ddpg_step
-        self._copies: dict[int | None, tuple[Student, AdamState, AdamState, list[Actor]]] = {}
+        self._copies: dict[int | None, Copy] = {}
 
     # compiled code and look-ahead copies are rebuilt, never pickled or deep-copied with the module
     def __getstate__(self) -> dict[str, Any]:
@@ -233,42 +237,48 @@ class Learner:
         each batch then ``[members, B, ...]``), trained on ``batches``; returns each copy's actor. ``rows``: the
         stacked rows the metrics average over (None: all)."""
         live_actor, live_critic = AdamState.of(actor_opt), AdamState.of(critic_opt)
-        clone, actor_adam, critic_adam, actors = self._copy(student, members, live_actor, live_critic)
+        clone, actor_adam, critic_adam, actors, layouts = self._copy(student, members, live_actor, live_critic)
         clone.copy_from(student)
-        actor_adam, critic_adam = actor_adam.copy_from(live_actor), critic_adam.copy_from(live_critic)
+        actor_adam = actor_adam.copy_from(live_actor, layouts[0])
+        critic_adam = critic_adam.copy_from(live_critic, layouts[1])
         history = [self.step(clone, actor_adam, critic_adam, b, None) for b in batches]
         metrics = mean_metrics(history if rows is None else [{k: v[rows] for k, v in m.items()} for m in history])
         if members is None or student.members is not None:  # one copy, or copies of a population: stacked
             return [clone.actor], metrics
-        with torch.no_grad():
-            for k, actor in enumerate(actors):
-                for dst, src in zip(actor.parameters(), clone.actor.parameters(), strict=True):
-                    dst.copy_(src[k])
+        for k, actor in enumerate(actors):
+            load_member_(actor, clone.actor, k)
         return actors, metrics
 
-    def _copy(
-        self, student: Student, members: int | None, actor_adam: AdamState, critic_adam: AdamState
-    ) -> tuple[Student, AdamState, AdamState, list[Actor]]:
-        """The kept copy for ``members`` (made on first use, or again when the student's layout changed)."""
+    def _copy(self, student: Student, members: int | None, actor_adam: AdamState, critic_adam: AdamState) -> Copy:
+        """The kept copy for ``members`` (made on first use, or again when the student's layout changed), with
+        the maps of the student's Adam moments into the copy's layout (None: the same layout)."""
         kept = self._copies.get(members)
         if kept is None or not _same_layout(kept[0], student, members):
             clone = copy.deepcopy(student) if members is None else student.stacked(members)
             grouped = student.members is not None  # a population's: copies of each member, grouped by member
             actors = [] if grouped else [copy.deepcopy(student.actor) for _ in range(members or 0)]
-            kept = (clone, actor_adam.repeat(members, grouped), critic_adam.repeat(members, grouped), actors)
+            into = members is not None and not grouped  # an ordinary student's copies, stacked
+            layouts = (member_layout(student.actor), member_layout(student.critic)) if into else (None, None)
+            actor_copy = actor_adam.repeat(members, grouped, layouts[0])
+            kept = (clone, actor_copy, critic_adam.repeat(members, grouped, layouts[1]), actors, layouts)
             self._copies[members] = kept
         return kept
 
 
 def _same_layout(clone: Student, student: Student, members: int | None) -> bool:
-    def shape(s: torch.Tensor) -> tuple[int, ...]:  # what the copy's tensor of parameter s has
+    def shape(layer: nn.Module, name: str, s: torch.Tensor) -> tuple[int, ...]:  # the copy's tensor of s
         if members is None:
             return tuple(s.shape)
-        return (s.shape[0] * members, *s.shape[1:]) if student.members is not None else (members, *s.shape)
+        if student.members is not None:
+            return (s.shape[0] * members, *s.shape[1:])
+        return (members, *to_member(layer, name, s).shape)
 
-    pairs = zip(clone.parameters(), student.parameters(), strict=False)
-    return sum(1 for _ in clone.parameters()) == sum(1 for _ in student.parameters()) and all(
-        c.shape == shape(s) and c.dtype == s.dtype and c.device == s.device for c, s in pairs
+    if sum(1 for _ in clone.parameters()) != sum(1 for _ in student.parameters()):
+        return False
+    pairs = zip(layers_of(student), clone.parameters(), student.parameters(), strict=True)
+    return all(
+        c.shape == shape(layer, name, s) and c.dtype == s.dtype and c.device == s.device
+        for (layer, name), c, s in pairs
     )
 
 

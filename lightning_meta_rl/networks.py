@@ -1,10 +1,8 @@
 """Actor, critic and teacher networks, built from plain integers and bounds (no gymnasium here).
 
-The student's networks can hold M members at once (``Student.stacked``): every parameter then has a
-leading member dimension ``[M, ...]`` and every input ``[M, B, ...]``, and each layer with parameters runs
-member m on its own inputs with member m's parameters (batched matrix products, in the style of CORL's
-``VectorizedLinear``). Only those layers have a member form; the Actor's and Critic's forward are the same
-code for one student, a look-ahead ensemble or a population.
+The student's networks can hold M members at once (``Student.stacked``, ``Student.stack``): their layers
+with parameters take their member form (members.py) and every input is ``[M, B, ...]``; the Actor's and
+Critic's forward are the same code for one student, a look-ahead ensemble or a population.
 """
 
 from __future__ import annotations
@@ -16,27 +14,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-
-class MemberLinear(nn.Linear):
-    """A linear layer of stacked members: weight [M, out, in], bias [M, out], input [M, B, in]."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(-2), x, self.weight.transpose(-1, -2))
-
-
-class MemberLayerNorm(nn.LayerNorm):
-    """A LayerNorm of stacked members: weight and bias [M, d], input [M, B, d]."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x, self.normalized_shape, eps=self.eps)
-        return torch.addcmul(self.bias.unsqueeze(-2), x, self.weight.unsqueeze(-2))
-
-
-# the member form of each layer with parameters (layers without parameters run members as they are)
-MEMBER_FORM: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: MemberLinear, nn.LayerNorm: MemberLayerNorm}
-PLAIN_FORM = {member: plain for plain, member in MEMBER_FORM.items()}
+from lightning_meta_rl.members import (
+    MEMBER_FORM,
+    PLAIN_FORM,
+    MemberLinear,
+    copy_members_,
+    layers_of,
+    to_member,
+    to_plain,
+)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool) -> nn.Sequential:
@@ -219,7 +206,7 @@ class Student(nn.Module):
                 raise TypeError(f"no member form for the layer {type(module).__name__}")
             for name, p in list(module.named_parameters(recurse=False)):
                 full = f"{prefix}.{name}" if prefix else name
-                stacked = torch.stack([src[full].detach() for src in sources])
+                stacked = torch.stack([to_member(module, name, src[full].detach()) for src in sources])
                 setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
         out._params = None
         out.params()
@@ -232,7 +219,8 @@ class Student(nn.Module):
             if type(module) in PLAIN_FORM:
                 module.__class__ = PLAIN_FORM[type(module)]
             for name, p in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(p.detach()[k].clone(), requires_grad=p.requires_grad))
+                own = to_plain(module, name, p.detach()[k]).clone(memory_format=torch.contiguous_format)
+                setattr(module, name, nn.Parameter(own, requires_grad=p.requires_grad))
         out._params = None
         out.params()
         return out
@@ -240,22 +228,12 @@ class Student(nn.Module):
     @torch.no_grad()
     def copy_from(self, source: Student) -> None:
         """Every parameter and buffer becomes ``source``'s (each member of a copy made by ``stacked`` takes
-        the parameters it is a copy of)."""
-        for dst, src in zip(self.parameters(), source.parameters(), strict=True):
-            copy_members_(dst, src)
+        the parameters it is a copy of; a stacked copy of an ordinary student takes them in its members' layout)."""
+        into_members = self.members is not None and source.members is None
+        for (layer, name), dst, src in zip(layers_of(source), self.parameters(), source.parameters(), strict=True):
+            copy_members_(dst, to_member(layer, name, src) if into_members else src)
         for buf, src_buf in zip(self.buffers(), source.buffers(), strict=True):
             buf.copy_(src_buf)
-
-
-def copy_members_(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst`` takes ``src``'s values: the same shape; one tensor broadcast to every member of ``dst``
-    (``[M, ...]`` from ``[...]``); or N members each to its group of ``dst`` (``[N * M, ...]`` from ``[N, ...]``,
-    as ``Student.stacked`` groups them)."""
-    if dst.shape == src.shape or dst.dim() != src.dim():
-        dst.copy_(src.expand_as(dst))
-    else:
-        n = src.shape[0]
-        dst.unflatten(0, (n, dst.shape[0] // n)).copy_(src.unsqueeze(1).expand(n, dst.shape[0] // n, *src.shape[1:]))
 
 
 class GaussianHead(nn.Module):

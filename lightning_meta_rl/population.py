@@ -32,6 +32,7 @@ from lightning_meta_rl.divergence import diverged
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.evaluation import Evaluation
 from lightning_meta_rl.exploration import Exploration, GaussianNoise, build_exploration
+from lightning_meta_rl.members import LAYOUT, load_member_, upgrade_layout
 from lightning_meta_rl.meta_reward import MetaRewardStats
 from lightning_meta_rl.module import MetaRLModule
 from lightning_meta_rl.networks import ActionScale, Actor, Student
@@ -113,11 +114,9 @@ class PopulationModule(MetaRLModule):
     def _sync_actors(self) -> None:
         """Each member's plain actor takes its member's current parameters (before they evaluate, or act with
         parameter-space noise)."""
-        with torch.no_grad():
-            for k, actor in enumerate(self.actors):
-                actor.to(self.student.actor.scale.low.device)  # a plain list: Lightning moves only the student
-                for dst, src in zip(actor.parameters(), self.student.actor.parameters(), strict=True):
-                    dst.copy_(src[k])
+        for k, actor in enumerate(self.actors):
+            actor.to(self.student.actor.scale.low.device)  # a plain list: Lightning moves only the student
+            load_member_(actor, self.student.actor, k)
 
     def on_train_start(self) -> None:
         data: PopulationDataModule = self.trainer.datamodule  # type: ignore[attr-defined]
@@ -292,6 +291,7 @@ class PopulationModule(MetaRLModule):
             "credits": [c.state_dict() for c in self.credits],
             "meta_stats": [m.state_dict() for m in self.member_stats],
             "r_pis": list(self.r_pis),
+            "member_layout": LAYOUT,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -301,6 +301,9 @@ class PopulationModule(MetaRLModule):
             raise ConfigError("this checkpoint is not a population's (no 'population' entry)")
         if list(state["seeds"]) != self.seeds:
             raise ConfigError(f"the checkpoint's seeds {state['seeds']} are not this run's {self.seeds}")
+        if state.get("member_layout", 1) != LAYOUT:  # written before members' weights were kept transposed
+            upgrade_layout(self.student, [self.student.actor, self.student.critic], checkpoint, "student.")
+            state["member_layout"] = LAYOUT
         for evaluation, s in zip(self.evaluations, state["evaluations"], strict=True):
             evaluation.load_state_dict(s)
         for k, s in enumerate(state["explorations"]):

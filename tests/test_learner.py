@@ -13,6 +13,7 @@ from torch._dynamo.utils import counters
 
 from lightning_meta_rl.adam import AdamState, make_adam
 from lightning_meta_rl.learner import Learner, ddpg_step, update_guards
+from lightning_meta_rl.members import member_layout
 from lightning_meta_rl.networks import ActionScale, Student
 from lightning_meta_rl.types import Batch
 
@@ -67,12 +68,13 @@ def test_the_lookahead_copy_and_stacked_members_compute_what_3f172b0_computed(go
     actors, metrics = learner.lookahead(student, actor_opt, critic_opt, 3, golden["stacked_batches"])
     torch.testing.assert_close(as_row(metrics), golden["stacked_metrics"].mean(0), **TOL)
     stacked = learner._copies[3][0]
-    for net, expected in golden["stacked_final"].items():
-        for p, q in zip(getattr(stacked, net).parameters(), expected, strict=True):
-            torch.testing.assert_close(p, q, **TOL, msg=net)
-    for k, member in enumerate(actors):  # the plain actors handed to the rollouts are the members
-        for p, q in zip(member.parameters(), stacked.actor.parameters(), strict=True):
-            assert torch.equal(p, q[k])
+    for k, actor in enumerate(actors):  # each member (3f172b0 stacked in the ordinary layers' layout)
+        member = stacked.member(k)
+        for net, expected in golden["stacked_final"].items():
+            for p, q in zip(getattr(member, net).parameters(), expected, strict=True):
+                torch.testing.assert_close(p, q[k], **TOL, msg=f"{net} of member {k}")
+        for p, q in zip(actor.parameters(), member.actor.parameters(), strict=True):  # the plain actor handed
+            assert torch.equal(p, q)  # to the rollouts is the member
     for name, value in student.state_dict().items():  # the look-aheads never touch the student
         assert torch.equal(value, before[name]), name
 
@@ -234,8 +236,8 @@ def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
         actor_opts.append(a)
         critic_opts.append(c)
     population = Student.stack(singles)
-    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts])
-    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts])
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
     assert actor_adam.step[0].tolist() == [1.0, 2.0, 3.0]
     batches = random_batches(2, lead=(3,), seed=20)
     ddpg_step(population, actor_adam, critic_adam, batches[0], 0.99, 0.05, 1e-2)
@@ -279,8 +281,8 @@ def test_members_with_large_step_counts_step_together_as_their_single_runs(monke
         actor_opts.append(a)
         critic_opts.append(c)
     population = Student.stack(singles)
-    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts])
-    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts])
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
     (batch,) = random_batches(1, lead=(3,), seed=20)
     with monkeypatch.context() as m:
         m.setattr(adam_module, "_slices", lambda *a: pytest.fail("sliced"))

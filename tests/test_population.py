@@ -3,6 +3,7 @@ run of its seed; per-seed results; checkpoint, interruption and resume of the wh
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import math
@@ -18,6 +19,7 @@ from conftest import SMOKE, TINY, fit
 from test_cluster import run_main
 
 from lightning_meta_rl.errors import UserError
+from lightning_meta_rl.members import layers_of, to_plain
 from lightning_meta_rl.population import PopulationModule
 from lightning_meta_rl.population_args import requested_population
 
@@ -272,9 +274,10 @@ def test_a_member_exports_as_a_single_seed_checkpoint_that_validate_and_python_l
     single = run / "seed_2" / "last.ckpt"
     model = MetaRLModule.load_from_checkpoint(single)
     stacked = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    layers = dict(zip([n for n, _ in model.student.named_parameters()], layers_of(model.student), strict=True))
     for name, value in model.student.state_dict().items():
-        full = stacked[f"student.{name}"]
-        assert torch.equal(value, full[2] if full.dim() > value.dim() else full), name
+        full = stacked[f"student.{name}"]  # member 2's parameters, in the members' layout
+        assert torch.equal(value, to_plain(*layers[name], full[2]) if name in layers else full), name
     ckpt = torch.load(single, weights_only=False)
     rows = ckpt["meta_rl"]["evaluation"]["history"]["rows"]
     assert [r["eval/return"] for r in rows] == [r for _, r in curve(run / "seed_2" / "metrics.csv")]
@@ -284,6 +287,50 @@ def test_a_member_exports_as_a_single_seed_checkpoint_that_validate_and_python_l
     with pytest.raises(SystemExit) as exc:
         export([str(run / "checkpoints" / "last.ckpt"), "--seed", "7"])
     assert exc.value.code == 2 and "not a member" in capsys.readouterr().err
+
+
+def in_layout_1(checkpoint: dict[str, Any], student: torch.nn.Module) -> dict[str, Any]:
+    """A population checkpoint as versions before the members' layout wrote it (members in the ordinary layers'
+    layout); ``student``: an ordinary student of the same shape."""
+    old = copy.deepcopy(checkpoint)
+    del old["population"]["member_layout"]
+
+    def back(layer: tuple[torch.nn.Module, str], t: torch.Tensor) -> torch.Tensor:
+        return torch.stack([to_plain(*layer, row) for row in t.unbind(0)])
+
+    for (name, _), layer in zip(student.named_parameters(), layers_of(student), strict=True):
+        old["state_dict"][f"student.{name}"] = back(layer, old["state_dict"][f"student.{name}"])
+    for net, opt in zip((student.actor, student.critic), old["optimizer_states"], strict=False):
+        for i, layer in enumerate(layers_of(net)):
+            for key in ("exp_avg", "exp_avg_sq"):
+                opt["state"][i][key] = back(layer, opt["state"][i][key])
+    return old
+
+
+def test_a_population_checkpoint_of_the_earlier_layout_exports_and_resumes_as_one_of_this_layout(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints written before members' weights were kept transposed: export gives the same member, and a
+    run resumed from one goes on exactly as from the same checkpoint in this layout."""
+    from lightning_meta_rl.export import export_member
+
+    args = [*TINY, *DDPG, "--population=2", "--data.eval_every=400"]
+    pop = fit(tmp_path / "pop", *args)
+    new = torch.load(tmp_path / "pop" / "checkpoints" / "last.ckpt", weights_only=False)
+    old = in_layout_1(new, pop.model.student.member(0))
+    assert any(not torch.equal(old["state_dict"][n], t) for n, t in new["state_dict"].items() if n.endswith("weight"))
+    exported = [export_member(c, 1)["state_dict"] for c in (old, new)]
+    for a, b in zip(exported[0].values(), exported[1].values(), strict=True):
+        assert torch.equal(a, b)
+    moments = [export_member(c, 1)["optimizer_states"][1]["state"][0]["exp_avg"] for c in (old, new)]
+    assert torch.equal(*moments)
+    curves = []
+    for name, ckpt in (("old", old), ("new", new)):
+        torch.save(ckpt, tmp_path / f"{name}.ckpt")
+        more = ["--data.total_env_steps=1600", "--ckpt_path", str(tmp_path / f"{name}.ckpt")]
+        fit(tmp_path / name, *args, *more)
+        curves.append([curve(tmp_path / name / f"seed_{s}" / "metrics.csv") for s in (0, 1)])
+    assert curves[0] == curves[1] and len(curves[0][0]) > len(curve(tmp_path / "pop" / "seed_0" / "metrics.csv"))
 
 
 def test_a_meta_member_whose_teacher_diverges_is_retired_and_the_others_keep_their_checkpoints(

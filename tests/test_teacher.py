@@ -270,7 +270,7 @@ def test_lookahead_copy_starts_from_student_adam_state(student: Student) -> None
     a_opt, c_opt = trained_student(student)
     learner = Learner(gamma=0.99, tau=0.05, critic_l2=0.01)
     learner.lookahead(student, a_opt, c_opt, None, [])  # copies made, no update taken
-    _, copy_actor, copy_critic, _ = learner._copies[None]
+    _, copy_actor, copy_critic, *_ = learner._copies[None]
     for opt, kept in ((a_opt, copy_actor), (c_opt, copy_critic)):
         live = AdamState.of(opt)
         for field in ("exp_avg", "exp_avg_sq", "step"):
