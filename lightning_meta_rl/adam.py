@@ -165,7 +165,8 @@ def adam_step(
     (equal counts, as always in the DDPG arm; or counts so large that beta^t is below float32 resolution
     for each of them, after about 16,600 steps with beta2 = 0.999), it runs on the whole tensors instead,
     with member 0's count, and every member's count goes up by one: the same arithmetic element by element
-    (to float32 rounding), in fewer and larger kernels.
+    (to float32 rounding), in fewer and larger kernels. In a compiled update (every member steps) the whole
+    tensors are given to torch's capturable Adam with each member's count broadcast over its slice.
     """
     # autograd.grad returns a gradient in the layout its backward made (a transposed view, for some layers),
     # while the fused kernel pairs elements by memory: give it the parameters' layout (a no-op when it is)
@@ -175,7 +176,12 @@ def adam_step(
         if active is not None:
             raise ValueError("masked members need one Adam step count per member (per_member_steps)")
         _adam(params, grads, state)
-    elif active is None and not torch.compiler.is_compiling() and _one_correction(counts, state.betas):
+    elif active is None and torch.compiler.is_compiling():
+        # traced: torch's capturable form computes the bias corrections from the step tensors, so each member's
+        # count, viewed [M, 1, ...], corrects its own slice of the whole tensors (a graph; no branch on counts)
+        steps = [t.view(-1, *[1] * (p.dim() - 1)) for t, p in zip(state.step, params, strict=True)]
+        _adam(params, grads, state._replace(step=steps), capturable=True)
+    elif active is None and _one_correction(counts, state.betas):
         _adam(params, grads, state._replace(step=[s[0].clone() for s in state.step]))
         with torch.no_grad():
             torch._foreach_add_(state.step, 1.0)
@@ -189,9 +195,9 @@ def _one_correction(counts: torch.Tensor, betas: tuple[float, float]) -> bool:
     return bool((counts == counts[0]).all()) or max(betas) ** float(counts.min()) < 2.0**-24
 
 
-def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState) -> None:
+def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState, capturable: bool = False) -> None:
     """torch's functional Adam. Eager: the optimizer's own kernel choice (fused); compiled: the single-tensor
-    form, which dynamo traces (the fused one it skips)."""
+    form, which dynamo traces (the fused one it skips); ``capturable``: bias corrections as tensor operations."""
     compiling = torch.compiler.is_compiling()
     with torch.no_grad():
         adam(
@@ -202,6 +208,7 @@ def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamStat
             [],
             state.step,
             foreach=False if compiling else None,
+            capturable=capturable,
             fused=False if compiling else state.fused,
             amsgrad=False,
             beta1=state.betas[0],

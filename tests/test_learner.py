@@ -296,6 +296,33 @@ def test_members_with_large_step_counts_step_together_as_their_single_runs(monke
             torch.testing.assert_close(y, x, **TOL, msg=name)
 
 
+def test_a_compiled_population_step_corrects_each_member_by_its_own_step_count() -> None:
+    """Step counts 1, 2, 3: the compiled stacked step (torch's capturable Adam on the whole tensors) moves each
+    member as its own eager step moves its student; with member 0's count for all, members 1 and 2 would
+    step by another bias correction and differ far beyond the tolerance."""
+    singles, actor_opts, critic_opts = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
+        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
+        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(seed + 1, seed=10 + seed))
+        singles.append(s)
+        actor_opts.append(a)
+        critic_opts.append(c)
+    population = Student.stack(singles)
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
+    (batch,) = random_batches(1, lead=(3,), seed=20)
+    Learner(0.99, 0.05, 1e-2, compile=True).step(population, actor_adam, critic_adam, batch, None)
+    assert critic_adam.step[0].tolist() == [2.0, 3.0, 4.0]
+    for k, (single, a, c) in enumerate(zip(singles, actor_opts, critic_opts, strict=True)):
+        ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batch)), 0.99, 0.05, 1e-2)
+        for (name, x), (_, y) in zip(
+            single.state_dict().items(), population.member(k).state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(y, x, **TOL, msg=f"{name} of member {k}")
+
+
 def test_the_compiled_update_recompiles_for_what_its_kept_guards_guard() -> None:
     """The compiled update skips the guards on module internals (learner.update_guards), so it must still
     tell apart what its graph bakes in: the update's arguments (gamma here), Adam's settings (its learning rate)
