@@ -179,6 +179,8 @@ class PopulationModule(MetaRLModule):
 
     def _full(self, members: list[int], obs: list[torch.Tensor]) -> torch.Tensor:
         """The given members' observations as one ``[N, ...]`` tensor for a stacked call (other rows: zeros)."""
+        if members == list(range(self.population)):  # every member, in order (the common case)
+            return torch.stack(obs).to(self.device)
         full = torch.zeros(self.population, *obs[0].shape, dtype=obs[0].dtype)
         full[members] = torch.stack(obs)
         return full.to(self.device)

@@ -144,3 +144,17 @@ def test_running_norm_state_dict_round_trip() -> None:
     other.load_state_dict(norm.state_dict())
     x = torch.randn(4, 2)
     assert torch.equal(other(x), norm(x)) and other.count == norm.count
+
+
+def test_normalizing_on_the_host_gives_torchs_numbers_bit_for_bit() -> None:
+    """Observations on the CPU are normalized by numpy: the same float32 subtraction, division and clip, each
+    correctly rounded, so every value equals torch's computation of the formula (rows from one to a batch, a
+    strided view, values beyond the clip)."""
+    norm = RunningNorm(11, 5.0)
+    g = torch.Generator().manual_seed(0)
+    norm.update(torch.randn(1000, 11, generator=g) * 3 + 1)
+    mean32, std32 = norm.mean.float(), (norm.var.sqrt() + 1e-8).float()
+    for x in (torch.randn(1, 11, generator=g), torch.randn(64, 11, generator=g) * 40, torch.randn(8, 22)[:, ::2]):
+        out = norm(x)
+        assert out.dtype == torch.float32 and torch.equal(out, ((x - mean32) / std32).clamp(-5.0, 5.0))
+    assert float(norm(torch.full((1, 11), 1e6)).max()) == 5.0
