@@ -5,7 +5,7 @@ own inputs ``[M, B, ...]`` with its own parameters (batched matrix products, in 
 A member's parameters are kept in the layout the batched kernels read, so that a forward takes no view of a
 parameter (a view is an autograd node of its own, about 10% of an eager stacked update; docs/learner.md): a
 linear weight transposed, ``[in, out]``, and vectors as rows, ``[1, d]``. ``to_member`` and ``to_plain`` map
-one member's slice between the two layouts; ``members.stacked`` checkpoints say which layout they hold.
+one member's slice between the two layouts; population checkpoints record the layout they hold (``LAYOUT``).
 """
 
 from __future__ import annotations
