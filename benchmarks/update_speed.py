@@ -2,7 +2,8 @@
 two ways a member dimension can be given to the networks.
 
 * ``update``: 50 updates of the live student, and a whole look-ahead (the copy of the student and its Adam
-  state, then 50 updates) with one copy (K = 1) or K stacked members (K = 2, 5), eager and compiled.
+  state, then 50 updates) with one copy (K = 1) or K stacked members (K = 2, 5), eager and compiled; and 50
+  updates of a population of 8 students (``--population=8``: one Adam step count per member).
 * ``members``: the critic's loss, forward and backward, for K members: our stacked layers (batched matrix
   products inside the networks' own forward) against ``torch.func.vmap`` over ``functional_call`` of the
   plain network, and against K plain networks one after another. This is the measurement the design rests on.
@@ -30,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from lightning_meta_rl.adam import AdamState, make_adam
+from lightning_meta_rl.adam import AdamState, make_adam, per_member_steps
 from lightning_meta_rl.learner import Learner, ddpg_step
 from lightning_meta_rl.losses import critic_loss
 from lightning_meta_rl.members import MemberLayerNorm, MemberLinear, layers_of, to_plain
@@ -40,6 +41,7 @@ from lightning_meta_rl.types import Batch
 OUT = Path(__file__).resolve().parent / "results" / "update_speed" / "update_speed.md"
 OBS, ACT, B = 11, 3, 64  # Hopper-v5's sizes, the default minibatch
 LOOKAHEAD_UPDATES = 50  # model.meta.lookahead_updates' default
+POPULATION = 8  # the population arm: --population=8, each member its own Adam step count
 
 
 def batches(n: int, lead: tuple[int, ...] = (), seed: int = 0) -> list[Batch]:
@@ -79,6 +81,17 @@ def update_arms(quick: bool) -> dict[str, Callable[[], object]]:
             arms[f"look-ahead K={k} (stacked), {tag}"] = lambda lr=learner, k=k: lr.lookahead(
                 student, actor_opt, critic_opt, k, pools[k]
             )
+    population = Student.stack([Student(OBS, student.actor.scale, (64, 64), True) for _ in range(POPULATION)])
+    pop_actor = make_adam(population.actor.parameters(), 1e-4)
+    pop_critic = make_adam(population.critic.parameters(), 1e-3)
+    for opt in (pop_actor, pop_critic):  # as a population keeps them: one step count per member
+        per_member_steps(opt, POPULATION)
+    pop_batches = batches(n, (POPULATION,))
+    for compiled in (False, True):
+        learner = Learner(0.99, 0.01, 0.01, compile=compiled)
+        arms[f"population N={POPULATION}, {'compiled' if compiled else 'eager'}"] = lambda lr=learner: lr.update(
+            population, pop_actor, pop_critic, pop_batches
+        )
     every = Learner(0.99, 0.01, 0.01, compile=True)
     # a frame of its own, so that its cache entry (with every guard) is not shared with ddpg_step's
     every._step = torch.compile(lambda *args: ddpg_step(*args), dynamic=False)
@@ -197,6 +210,7 @@ def report(updates: dict[str, float], members: dict[str, float], layouts: dict[s
     ]
     for name, ms in updates.items():
         k = int(name.split("K=")[1].split(" ")[0]) if "K=" in name else 1
+        k = int(name.split("N=")[1].split(",")[0]) if "N=" in name else k
         one = updates.get(f"look-ahead K=1 (copy), {name.split(', ')[-1]}")
         same_mode = f"{ms / one:.2f}" if one else ""
         lines.append(f"| {name} | {ms:.1f} | {ms / LOOKAHEAD_UPDATES / k:.3f} | {ms / eager:.2f} | {same_mode} |")
