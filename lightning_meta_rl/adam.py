@@ -5,8 +5,9 @@ population's members also keep one step count each (``per_member_steps``), so th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -16,6 +17,8 @@ from lightning_meta_rl.members import copy_members_
 
 # one map per parameter of a network, from an ordinary student's layout to one member's (``member_layout``)
 Layout = Sequence[Callable[[torch.Tensor], torch.Tensor]]
+# the members that step: None (all), their indices, or (in a compiled update) a [M] bool tensor
+Active = list[int] | torch.Tensor | None
 
 
 def make_adam(params: Iterable[nn.Parameter] | Any, lr: float) -> torch.optim.Adam:
@@ -154,19 +157,18 @@ def _create_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> Non
         p.grad = g
 
 
-def adam_step(
-    params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState, active: list[int] | None = None
-) -> None:
+def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], state: AdamState, active: Active = None) -> None:
     """One Adam step by torch's functional Adam, in place on ``params`` and ``state``.
 
     With one step count per member (``per_member_steps``), each member steps by its own count and only
-    ``active`` members (None: all) move: torch's Adam keeps one count per tensor, so it is given each member's
-    slices as tensors of their own. When every member steps and all members' bias corrections are the same
+    ``active`` members (None: all; a list of members, or in a compiled update a [M] bool tensor) move: torch's
+    Adam keeps one count per tensor, so it is given each member's slices as tensors of their own. When every member steps and all members' bias corrections are the same
     (equal counts, as always in the DDPG arm; or counts so large that beta^t is below float32 resolution
     for each of them, after about 16,600 steps with beta2 = 0.999), it runs on the whole tensors instead,
     with member 0's count, and every member's count goes up by one: the same arithmetic element by element
-    (to float32 rounding), in fewer and larger kernels. In a compiled update (every member steps) the whole
-    tensors are given to torch's capturable Adam with each member's count broadcast over its slice.
+    (to float32 rounding), in fewer and larger kernels. In a compiled update the whole tensors are given to
+    torch's capturable Adam with each member's count broadcast over its slice, and the members that do not
+    step are put back as they were (``masked``).
     """
     # autograd.grad returns a gradient in the layout its backward made (a transposed view, for some layers),
     # while the fused kernel pairs elements by memory: give it the parameters' layout (a no-op when it is)
@@ -176,18 +178,34 @@ def adam_step(
         if active is not None:
             raise ValueError("masked members need one Adam step count per member (per_member_steps)")
         _adam(params, grads, state)
-    elif active is None and torch.compiler.is_compiling():
+    elif torch.compiler.is_compiling():
         # traced: torch's capturable form computes the bias corrections from the step tensors, so each member's
-        # count, viewed [M, 1, ...], corrects its own slice of the whole tensors (a graph; no branch on counts)
+        # count, viewed [M, 1, ...], corrects its own slice of the whole tensors (a graph; no branch on counts).
+        # Members outside ``active`` (a [M] bool tensor here) step too, and are then put back as they were.
         steps = [t.view(-1, *[1] * (p.dim() - 1)) for t, p in zip(state.step, params, strict=True)]
-        _adam(params, grads, state._replace(step=steps), capturable=True)
+        with masked(cast(torch.Tensor | None, active), [*params, *state.exp_avg, *state.exp_avg_sq, *steps]):
+            _adam(params, grads, state._replace(step=steps), capturable=True)
     elif active is None and _one_correction(counts, state.betas):
         _adam(params, grads, state._replace(step=[s[0].clone() for s in state.step]))
         with torch.no_grad():
             torch._foreach_add_(state.step, 1.0)
     else:
-        keep = range(len(counts)) if active is None else active
+        keep = range(len(counts)) if active is None else cast(list[int], active)
         _adam(_slices(params, keep), _slices(grads, keep), state.members(keep))
+
+
+@contextlib.contextmanager
+def masked(active: torch.Tensor | None, tensors: list[torch.Tensor]) -> Iterator[None]:
+    """Within it, ``tensors`` ([M, ...], members first) may change; on leaving, the rows of the members that are
+    not ``active`` (a [M] bool tensor; None: every member is) get their values from before back, exactly."""
+    if active is None:
+        yield
+        return
+    before = [t.clone() for t in tensors]
+    yield
+    with torch.no_grad():
+        for t, old in zip(tensors, before, strict=True):
+            t.copy_(torch.where(active.view(-1, *[1] * (t.dim() - 1)), t, old))
 
 
 def _one_correction(counts: torch.Tensor, betas: tuple[float, float]) -> bool:

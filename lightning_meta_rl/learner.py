@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from lightning_meta_rl.adam import AdamState, Layout, adam_step
+from lightning_meta_rl.adam import Active, AdamState, Layout, adam_step, masked
 from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
 from lightning_meta_rl.members import layers_of, load_member_, member_layout, to_member
 from lightning_meta_rl.networks import Actor, Student
@@ -76,12 +76,13 @@ def ddpg_step(
     critic_l2: float,
     gradients: Gradients = autograd_gradients,
     reduce: Reduce | None = None,
-    active: list[int] | None = None,
+    active: Active = None,
 ) -> dict[str, torch.Tensor]:
     """One DDPG step, in place on ``student`` and the Adam states. With stacked members, every field of
     ``batch`` is ``[M, B, ...]`` and member m learns from its own minibatch. ``reduce`` averages gradients
-    across processes (DDP) before each Adam step. ``active``: the members that step (None: all); the others'
-    parameters, targets and Adam state stay as they were (their rows of the batch are ignored). Returns
+    across processes (DDP) before each Adam step. ``active``: the members that step (None: all; their indices,
+    or a [M] bool tensor, the form a compiled update takes); the others' parameters, targets and Adam state
+    stay as they were (their rows of the batch are ignored). Returns
     detached metrics, one per member (``[M]`` or ``[]``)."""
     with torch.no_grad():
         next_q = student.critic_target(batch.next_obs, student.actor_target(batch.next_obs))
@@ -102,8 +103,13 @@ def ddpg_step(
     grads, loss_pi, _ = gradients(pi_loss, student.actor, nets.actor)
     adam_step(list(nets.actor.values()), reduce(grads) if reduce else grads, actor_adam, active)
 
-    polyak_update(nets.actor_target, list(nets.actor.values()), tau, active)
-    polyak_update(nets.critic_target, list(nets.critic.values()), tau, active)
+    if isinstance(active, torch.Tensor):  # a compiled masked step: every member's targets, then put back
+        with masked(active, [*nets.actor_target, *nets.critic_target]):
+            polyak_update(nets.actor_target, list(nets.actor.values()), tau)
+            polyak_update(nets.critic_target, list(nets.critic.values()), tau)
+    else:
+        polyak_update(nets.actor_target, list(nets.actor.values()), tau, active)
+        polyak_update(nets.critic_target, list(nets.critic.values()), tau, active)
     return {"critic_loss": loss_q, "actor_loss": loss_pi, "q": q_mean}
 
 
@@ -168,12 +174,16 @@ class Learner:
         active: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         args = (student, actor_adam, critic_adam, batch, self.gamma, self.tau, self.critic_l2)
-        if active is not None:  # a masked step runs eagerly: a compiled graph per set of members is not worth it
+        if not self.compiled or (active is not None and actor_adam.step[0].dim() == 0):
             return ddpg_step(*args, autograd_gradients, reduce, active)
-        if not self.compiled:
-            return self._step(*args, autograd_gradients, reduce)
+        if active is not None:  # compiled, the members that step are a mask: one graph for every set of them
+            mask = torch.zeros(len(actor_adam.step[0]), dtype=torch.bool)
+            mask[active] = True
+            active_mask: torch.Tensor | None = mask.to(actor_adam.step[0].device)
+        else:
+            active_mask = None
         with torch.no_grad():  # torch.func takes its gradients anyway; no outer graph is built
-            return self._step(*args, functional_gradients, reduce)
+            return self._step(*args, functional_gradients, reduce, active_mask)
 
     def update(
         self,

@@ -323,6 +323,48 @@ def test_a_compiled_population_step_corrects_each_member_by_its_own_step_count()
             torch.testing.assert_close(y, x, **TOL, msg=f"{name} of member {k}")
 
 
+def test_a_compiled_masked_step_moves_the_active_members_and_leaves_the_others_exactly() -> None:
+    """Members 0 and 2 step, member 1 sits out, in the compiled update (a mask tensor, whole tensors): member 1's
+    parameters, targets, Adam moments and step count are unchanged bit for bit, the others move as their own
+    eager steps move them; another set of members reuses the same graph."""
+    singles, actor_opts, critic_opts = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
+        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
+        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(seed + 1, seed=10 + seed))
+        singles.append(s)
+        actor_opts.append(a)
+        critic_opts.append(c)
+    population = Student.stack(singles)
+    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
+    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
+    batches = random_batches(2, lead=(3,), seed=20)
+    learner = Learner(0.99, 0.05, 1e-2, compile=True)
+    before = {n: t.clone() for n, t in population.state_dict().items()}
+    adam_before = [t.clone() for a in (actor_adam, critic_adam) for t in (*a.exp_avg, *a.exp_avg_sq, *a.step)]
+    counters.clear()
+    learner.step(population, actor_adam, critic_adam, batches[0], None, [0, 2])
+    for name, t in population.state_dict().items():
+        if t.dim() > 0 and t.shape[0] == 3:
+            assert torch.equal(t[1], before[name][1]), name
+            assert not torch.equal(t[0], before[name][0]) or "scale" in name, name
+    adam_after = [t for a in (actor_adam, critic_adam) for t in (*a.exp_avg, *a.exp_avg_sq, *a.step)]
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(adam_after, adam_before, strict=True))
+    assert actor_adam.step[0].tolist() == [2.0, 2.0, 4.0]
+    for k in (0, 2):
+        single, a, c = singles[k], actor_opts[k], critic_opts[k]
+        ddpg_step(single, AdamState.of(a), AdamState.of(c), Batch(*(f[k] for f in batches[0])), 0.99, 0.05, 1e-2)
+        for (name, x), (_, y) in zip(
+            single.state_dict().items(), population.member(k).state_dict().items(), strict=True
+        ):
+            torch.testing.assert_close(y, x, **TOL, msg=f"{name} of member {k}")
+    frames = counters["stats"]["unique_graphs"]
+    learner.step(population, actor_adam, critic_adam, batches[1], None, [1])
+    assert counters["stats"]["unique_graphs"] == frames  # the same graph for another set of members
+    assert actor_adam.step[0].tolist() == [2.0, 3.0, 4.0]
+
+
 def test_the_compiled_update_recompiles_for_what_its_kept_guards_guard() -> None:
     """The compiled update skips the guards on module internals (learner.update_guards), so it must still
     tell apart what its graph bakes in: the update's arguments (gamma here), Adam's settings (its learning rate)
