@@ -220,12 +220,9 @@ def test_a_compiled_fit_evaluates_like_eager_and_resumes(tmp_path: Path) -> None
     assert after[: len(c_ret)] == c_ret and len(after) > len(c_ret) and steps < 2800
 
 
-def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
-    """Three differently initialised students with their own Adam state (and step counts 1, 2, 3), stacked into
-    one: a stacked step moves member k as its student's own step moves it (within 1e-5; the batched products
-    sum in another order), each by its own Adam step count, and member k comes back out as an ordinary
-    student. A masked step (members 0 and 2) leaves member 1 exactly as it was: parameters, targets, Adam
-    moments and step count."""
+def three_members() -> tuple[list[Student], list, list, Student, AdamState, AdamState]:
+    """Three differently initialised students, each with its own Adam state after 1, 2 and 3 updates, and the
+    population stacked from them (parameters and Adam state in the members' layout)."""
     singles, actor_opts, critic_opts = [], [], []
     for seed in range(3):
         torch.manual_seed(seed)
@@ -235,9 +232,18 @@ def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
         singles.append(s)
         actor_opts.append(a)
         critic_opts.append(c)
-    population = Student.stack(singles)
     actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
     critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
+    return singles, actor_opts, critic_opts, Student.stack(singles), actor_adam, critic_adam
+
+
+def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
+    """Three differently initialised students with their own Adam state (and step counts 1, 2, 3), stacked into
+    one: a stacked step moves member k as its student's own step moves it (within 1e-5; the batched products
+    sum in another order), each by its own Adam step count, and member k comes back out as an ordinary
+    student. A masked step (members 0 and 2) leaves member 1 exactly as it was: parameters, targets, Adam
+    moments and step count."""
+    singles, actor_opts, critic_opts, population, actor_adam, critic_adam = three_members()
     assert actor_adam.step[0].tolist() == [1.0, 2.0, 3.0]
     batches = random_batches(2, lead=(3,), seed=20)
     ddpg_step(population, actor_adam, critic_adam, batches[0], 0.99, 0.05, 1e-2)
@@ -300,18 +306,7 @@ def test_a_compiled_population_step_corrects_each_member_by_its_own_step_count()
     """Step counts 1, 2, 3: the compiled stacked step (torch's capturable Adam on the whole tensors) moves each
     member as its own eager step moves its student; with member 0's count for all, members 1 and 2 would
     step by another bias correction and differ far beyond the tolerance."""
-    singles, actor_opts, critic_opts = [], [], []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
-        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
-        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(seed + 1, seed=10 + seed))
-        singles.append(s)
-        actor_opts.append(a)
-        critic_opts.append(c)
-    population = Student.stack(singles)
-    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
-    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
+    singles, actor_opts, critic_opts, population, actor_adam, critic_adam = three_members()
     (batch,) = random_batches(1, lead=(3,), seed=20)
     Learner(0.99, 0.05, 1e-2, compile=True).step(population, actor_adam, critic_adam, batch, None)
     assert critic_adam.step[0].tolist() == [2.0, 3.0, 4.0]
@@ -327,18 +322,7 @@ def test_a_compiled_masked_step_moves_the_active_members_and_leaves_the_others_e
     """Members 0 and 2 step, member 1 sits out, in the compiled update (a mask tensor, whole tensors): member 1's
     parameters, targets, Adam moments and step count are unchanged bit for bit, the others move as their own
     eager steps move them; another set of members reuses the same graph."""
-    singles, actor_opts, critic_opts = [], [], []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        s = Student(5, ActionScale([-1.0, -2.0], [1.0, 0.5]), (16, 16), True)
-        a, c = make_adam(s.actor.parameters(), 1e-3), make_adam(s.critic.parameters(), 1e-3)
-        Learner(0.99, 0.05, 1e-2).update(s, a, c, random_batches(seed + 1, seed=10 + seed))
-        singles.append(s)
-        actor_opts.append(a)
-        critic_opts.append(c)
-    population = Student.stack(singles)
-    actor_adam = AdamState.stack([AdamState.of(o) for o in actor_opts], member_layout(singles[0].actor))
-    critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
+    singles, actor_opts, critic_opts, population, actor_adam, critic_adam = three_members()
     batches = random_batches(2, lead=(3,), seed=20)
     learner = Learner(0.99, 0.05, 1e-2, compile=True)
     before = {n: t.clone() for n, t in population.state_dict().items()}
