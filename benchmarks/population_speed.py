@@ -2,9 +2,11 @@
 
 Whole commands, as a user starts them (``python -m lightning_meta_rl fit ...``, one torch thread, W&B off, no
 callbacks, reporting evaluation only at the end): the single run of seed 0 and the population of N seeds
-(0..N-1) alternate for ``--rounds`` rounds; each command's wall time includes its start-up. The figure is
-``N * steps / wall`` for the population against ``steps / wall`` for the single run, per round, with the
-median over rounds.
+(0..N-1), in each mode asked for, run once per round, in an order that reverses from round to round; each
+command's wall time includes its start-up. The figure is ``N * steps / wall`` for the population against
+``steps / wall`` for the single run, per round, with the median over rounds. With both modes, the compiled
+population is also compared with the eager single run of the same round (what compiling a population
+gives a user whose single runs are eager). A result file that exists already is kept below the new one.
 
     python benchmarks/population_speed.py                 # Hopper-v5 DDPG, N = 8, eager and compiled
     python benchmarks/population_speed.py --config conf/hopper.yaml --modes eager   # the Meta arm
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -90,26 +93,32 @@ def measure_parallel(config: str, steps: int, population: int, rounds: int) -> d
     return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
-def measure(config: str, steps: int, population: int, compile: bool, rounds: int) -> dict[str, float]:
-    ratios, single_rates, pop_rates = [], [], []
+def measure(config: str, steps: int, population: int, modes: tuple[bool, ...], rounds: int) -> dict[bool, dict]:
+    """Every (mode, arm) command once per round, in an order that alternates from round to round, so that
+    ratios within a mode and across modes compare commands run side by side."""
+    arms = [(m, n) for m in modes for n in (1, population)]
+    times: dict[tuple[bool, int], list[float]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            order = ("single", "population") if r % 2 == 0 else ("population", "single")
-            times = {}
-            for arm in order:
-                n = population if arm == "population" else 1
-                times[arm] = wall(command(Path(tmp) / f"{arm}{r}", config, steps, n, compile))
-            single, pop = steps / times["single"], population * steps / times["population"]
-            single_rates.append(single)
-            pop_rates.append(pop)
-            ratios.append(pop / single)
-    return {
-        "single": statistics.median(single_rates),
-        "population": statistics.median(pop_rates),
-        "ratio": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-    }
+            for compiled, n in arms if r % 2 == 0 else arms[::-1]:
+                run_dir = Path(tmp) / f"{'c' if compiled else 'e'}{n}_{r}"
+                times[(compiled, n)].append(wall(command(run_dir, config, steps, n, compiled)))
+    results: dict[bool, dict] = {}
+    for m in modes:
+        single = [steps / t for t in times[(m, 1)]]
+        pop = [population * steps / t for t in times[(m, population)]]
+        ratios = [p / s for p, s in zip(pop, single, strict=True)]
+        results[m] = {
+            "single": statistics.median(single),
+            "population": statistics.median(pop),
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    if len(modes) == 2:  # the compiled population against the eager single run, round by round
+        cross = [t1 / tp * population for t1, tp in zip(times[(False, 1)], times[(True, population)], strict=True)]
+        results[True]["cross"] = (statistics.median(cross), min(cross), max(cross))
+    return results
 
 
 def main() -> None:
@@ -143,7 +152,7 @@ def main() -> None:
     if args.quick:
         args.config, args.population, args.steps, args.rounds = "conf/smoke.yaml", 2, 1500, 1
     modes = (False,) if args.quick else tuple(m == "compiled" for m in args.modes)
-    results = {m: measure(args.config, args.steps, args.population, m, args.rounds) for m in modes}
+    results = measure(args.config, args.steps, args.population, modes, args.rounds)
     lines = [
         f"# --population={args.population} against one single-seed run ({args.config})",
         "",
@@ -151,7 +160,8 @@ def main() -> None:
         f"torch thread per process; `python benchmarks/population_speed.py --config {args.config} --population "
         f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}"
         f"{''.join(f' --set={x}' for x in args.set)}{f' --name {args.name}' if args.name else ''}`: env steps per "
-        f"seed, {args.rounds} alternating rounds, whole commands (start-up included).",
+        f"seed, {args.rounds} rounds in alternating order (every command once per round), whole commands (start-up "
+        f"included).",
         "",
         "| update | single run env steps/s | population total env steps/s | population / single (median) | min | max |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -161,12 +171,18 @@ def main() -> None:
             f"| {'compiled' if compiled else 'eager'} | {r['single']:.0f} | {r['population']:.0f} | "
             f"{r['ratio']:.2f} | {r['ratio_min']:.2f} | {r['ratio_max']:.2f} |"
         )
+    if "cross" in results.get(True, {}):
+        median, low, high = results[True]["cross"]
+        lines += ["", f"Compiled population / eager single run: median {median:.2f} (min {low:.2f}, max {high:.2f})."]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
         name = args.name or "population_speed" + ("" if args.config == DEFAULT_CONFIG else f"_{Path(args.config).stem}")
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{name}.md").write_text(text)
+        out = RESULTS / f"{name}.md"
+        earlier = out.read_text() if out.exists() else ""
+        demoted = re.sub(r"^(#{1,5}) ", r"#\1 ", earlier, flags=re.MULTILINE)  # its headings one level down
+        out.write_text(text + (f"\n## Earlier runs of this file\n\n{demoted}" if earlier else ""))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
-from lightning_meta_rl.members import copy_members_
+from lightning_meta_rl.members import copy_members_, member_slices
 
 # one map per parameter of a network, from an ordinary student's layout to one member's (``member_layout``)
 Layout = Sequence[Callable[[torch.Tensor], torch.Tensor]]
@@ -81,9 +81,9 @@ class AdamState(NamedTuple):
     def members(self, keep: Iterable[int]) -> AdamState:
         """Every moment and (per-member) step count split into the slices of the members in ``keep`` (views)."""
         return self._replace(
-            exp_avg=_slices(self.exp_avg, keep),
-            exp_avg_sq=_slices(self.exp_avg_sq, keep),
-            step=_slices(self.step, keep),
+            exp_avg=member_slices(self.exp_avg, keep),
+            exp_avg_sq=member_slices(self.exp_avg_sq, keep),
+            step=member_slices(self.step, keep),
         )
 
     def repeat(self, members: int | None, grouped: bool = False, layout: Layout | None = None) -> AdamState:
@@ -121,17 +121,6 @@ class AdamState(NamedTuple):
 def _in(moments: list[torch.Tensor], layout: Layout | None) -> list[torch.Tensor]:
     """One moment per parameter, in the members' layout (views)."""
     return moments if layout is None else [f(t) for f, t in zip(layout, moments, strict=True)]
-
-
-def _slices(tensors: list[torch.Tensor], members: Iterable[int]) -> list[torch.Tensor]:
-    """Each tensor's member slices ``t[k]`` (views), tensor by tensor (by ``unbind``: one call per tensor,
-    about half the cost of indexing member by member)."""
-    keep = list(members)
-    out: list[torch.Tensor] = []
-    for t in tensors:
-        views = t.unbind(0)
-        out.extend(views if keep == list(range(len(views))) else [views[k] for k in keep])
-    return out
 
 
 def per_member_steps(opt: torch.optim.Optimizer, members: int) -> None:
@@ -191,7 +180,7 @@ def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], state: Adam
             torch._foreach_add_(state.step, 1.0)
     else:
         keep = range(len(counts)) if active is None else cast(list[int], active)
-        _adam(_slices(params, keep), _slices(grads, keep), state.members(keep))
+        _adam(member_slices(params, keep), member_slices(grads, keep, kept=False), state.members(keep))
 
 
 @contextlib.contextmanager

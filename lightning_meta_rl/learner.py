@@ -29,7 +29,7 @@ from torch.func import functional_call, grad_and_value
 
 from lightning_meta_rl.adam import Active, AdamState, Layout, adam_step, masked
 from lightning_meta_rl.losses import actor_loss, critic_loss, polyak_update, td_target
-from lightning_meta_rl.members import layers_of, load_member_, member_layout, to_member
+from lightning_meta_rl.members import kept_slices, layers_of, load_member_, member_layout, to_member
 from lightning_meta_rl.networks import Actor, Student
 from lightning_meta_rl.types import Batch, Rollout
 
@@ -209,7 +209,10 @@ class Learner:
         members that step in each update (None: all, every time)."""
         actor_adam, critic_adam = AdamState.of(actor_opt), AdamState.of(critic_opt)
         masks = itertools.repeat(None) if actives is None else actives
-        return [self.step(student, actor_adam, critic_adam, b, reduce, m) for b, m in zip(batches, masks, strict=False)]
+        with kept_slices():
+            return [
+                self.step(student, actor_adam, critic_adam, b, reduce, m) for b, m in zip(batches, masks, strict=False)
+            ]
 
     def lookahead_on(
         self,
@@ -251,7 +254,8 @@ class Learner:
         clone.copy_from(student)
         actor_adam = actor_adam.copy_from(live_actor, layouts[0])
         critic_adam = critic_adam.copy_from(live_critic, layouts[1])
-        history = [self.step(clone, actor_adam, critic_adam, b, None) for b in batches]
+        with kept_slices():
+            history = [self.step(clone, actor_adam, critic_adam, b, None) for b in batches]
         metrics = mean_metrics(history if rows is None else [{k: v[rows] for k, v in m.items()} for m in history])
         if members is None or student.members is not None:  # one copy, or copies of a population: stacked
             return [clone.actor], metrics

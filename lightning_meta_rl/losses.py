@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from lightning_meta_rl.members import member_slices
+
 
 def td_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + gamma * (1 - terminated) * Q'(s', mu'(s')) (Lillicrap et al. 2016, eq. 5). [..., B] -> [..., B].
@@ -53,6 +55,5 @@ def polyak_update(
 
     The one place target networks are averaged (tau = 1 copies the source; tau = 0 leaves the target)."""
     if members is not None:
-        target = [t[k] for t in target for k in members]
-        source = [t[k] for t in source for k in members]
+        target, source = member_slices(target, members), member_slices(source, members)
     torch._foreach_lerp_(list(target), list(source), tau)

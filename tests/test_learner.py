@@ -11,7 +11,7 @@ import torch
 from conftest import fit, read_metrics
 from torch._dynamo.utils import counters
 
-from lightning_meta_rl.adam import AdamState, make_adam
+from lightning_meta_rl.adam import AdamState, make_adam, per_member_steps
 from lightning_meta_rl.learner import Learner, ddpg_step, update_guards
 from lightning_meta_rl.members import member_layout
 from lightning_meta_rl.networks import ActionScale, Student
@@ -269,6 +269,35 @@ def test_a_population_member_takes_the_step_its_seed_takes_alone() -> None:
         )
 
 
+def test_eager_updates_of_members_stepping_apart_move_every_tensor_as_one_update_at_a_time() -> None:
+    """Step counts 1, 2, 3 and members sitting out in turn, eager: ``Learner.steps``, whose updates share the
+    member slices of the parameters, targets and Adam state (made once per call), leaves every parameter, target,
+    moment and step count bit for bit where the same updates taken one ``ddpg_step`` at a time leave them (each
+    making its slices afresh). Slices kept for one update's set of members and reused for the next would not."""
+
+    def population() -> tuple[Student, torch.optim.Adam, torch.optim.Adam]:
+        *_, stacked, actor_adam, critic_adam = three_members()
+        a, c = make_adam(stacked.actor.parameters(), 1e-3), make_adam(stacked.critic.parameters(), 1e-3)
+        for opt, state in ((a, actor_adam), (c, critic_adam)):
+            per_member_steps(opt, 3)
+            AdamState.of(opt).copy_from(state)
+        return stacked, a, c
+
+    batches = random_batches(4, lead=(3,), seed=20)
+    actives = [[0, 2], [1], None, [0, 1]]
+    shared, a1, c1 = population()
+    Learner(0.99, 0.05, 1e-2).steps(shared, a1, c1, batches, None, actives)
+    apart, a2, c2 = population()
+    for batch, active in zip(batches, actives, strict=True):
+        ddpg_step(apart, AdamState.of(a2), AdamState.of(c2), batch, 0.99, 0.05, 1e-2, active=active)
+    assert AdamState.of(a1).step[0].tolist() == [4.0, 5.0, 5.0]
+    for (name, x), (_, y) in zip(shared.state_dict().items(), apart.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    for one, other in ((a1, a2), (c1, c2)):
+        for x, y in zip(one.state.values(), other.state.values(), strict=True):
+            assert all(torch.equal(x[key], y[key]) for key in ("exp_avg", "exp_avg_sq", "step"))
+
+
 def test_members_with_large_step_counts_step_together_as_their_single_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Step counts 20000, 20005, 20010: each member's bias corrections are 1 to float32, so the stacked Adam runs on
     the whole tensors (no member slices), moves each member as its own Adam would, and adds one to every count."""
@@ -291,7 +320,7 @@ def test_members_with_large_step_counts_step_together_as_their_single_runs(monke
     critic_adam = AdamState.stack([AdamState.of(o) for o in critic_opts], member_layout(singles[0].critic))
     (batch,) = random_batches(1, lead=(3,), seed=20)
     with monkeypatch.context() as m:
-        m.setattr(adam_module, "_slices", lambda *a: pytest.fail("sliced"))
+        m.setattr(adam_module, "member_slices", lambda *a, **k: pytest.fail("sliced"))
         ddpg_step(population, actor_adam, critic_adam, batch, 0.99, 0.05, 1e-2)
     assert critic_adam.step[0].tolist() == [20001.0, 20006.0, 20011.0]
     for k, (single, a, c) in enumerate(zip(singles, actor_opts, critic_opts, strict=True)):
