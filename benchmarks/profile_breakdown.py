@@ -34,7 +34,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluation", ("PopulationModule._evaluate_members", "MetaRLModule.evaluate_and_record")),
     ("environment step (gymnasium + MuJoCo)", ("EnvRunner.step", "EnvRunner.reset")),
     ("acting (actor call, noise)", ("PopulationModule.explore", "_act")),
-    ("collecting, the rest", ("Collector.stepper", "drive")),
+    ("collecting, the rest", ("Collector.stepper", "Collector._loop", "drive")),
     ("sampling minibatches", ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "stack_batches")),
     ("update (ddpg_step)", ("ddpg_step",)),
 )

@@ -137,3 +137,24 @@ class RunningNorm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean, self.var, self.count = state["mean"].clone(), state["var"].clone(), int(state["count"])
         self._refresh()
+
+
+class StackedNorm:
+    """Several members' ``RunningNorm`` as one operation on their observations stacked ``[M, E, dim]``: member
+    m's rows normalized by its own statistics, with the same float32 operations as its own call (so the same
+    numbers). The statistics are read once, when it is made: make one per collection."""
+
+    def __init__(self, norms: list[RunningNorm]) -> None:
+        self.enabled, self.clip = norms[0].enabled, norms[0].clip
+        self.mean = np.stack([n._host[0] for n in norms])[:, None]  # [M, 1, dim]
+        self.std = np.stack([n._host[1] for n in norms])[:, None]
+        self.every = list(range(len(norms)))
+
+    def __call__(self, rows: list[int], obs: list[np.ndarray]) -> torch.Tensor:
+        """The observations of members ``rows`` (indices into the norms it was made from), one ``[E, dim]``
+        array each, normalized as one ``[len(rows), E, dim]`` tensor."""
+        x = np.stack(obs)
+        if not self.enabled:
+            return torch.from_numpy(x)
+        mean, std = (self.mean, self.std) if rows == self.every else (self.mean[rows], self.std[rows])
+        return torch.from_numpy(np.clip((x - mean) / std, -self.clip, self.clip))

@@ -177,26 +177,27 @@ class PopulationModule(MetaRLModule):
         act = self.deterministic(actor)
         return self.collected(data.collect_episodes_lockstep(members, self.meta_cfg.eval_episodes, seeds, act))
 
-    def _full(self, members: list[int], obs: list[torch.Tensor]) -> torch.Tensor:
-        """The given members' observations as one ``[N, ...]`` tensor for a stacked call (other rows: zeros)."""
+    def _full(self, members: list[int], obs: torch.Tensor) -> torch.Tensor:
+        """The given members' observations (``[len(members), ...]``) as one ``[N, ...]`` tensor for a stacked call
+        (other rows: zeros)."""
         if members == list(range(self.population)):  # every member, in order (the common case)
-            return torch.stack(obs).to(self.device)
-        full = torch.zeros(self.population, *obs[0].shape, dtype=obs[0].dtype)
-        full[members] = torch.stack(obs)
+            return obs.to(self.device)
+        full = torch.zeros(self.population, *obs.shape[1:], dtype=obs.dtype)
+        full[members] = obs
         return full.to(self.device)
 
     def deterministic(self, actor: nn.Module) -> Act:
         """Acts with each member's mu(s) of a stacked actor, no noise (one call for all members)."""
 
         @torch.no_grad()
-        def act(members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
+        def act(members: list[int], obs: torch.Tensor, started: list[list[int]]) -> list[Action]:
             mu = actor(self._full(members, obs)).cpu()
             return [Action(mu[k], mu[k]) for k in members]
 
         return act
 
     @torch.no_grad()
-    def explore(self, members: list[int], obs: list[torch.Tensor], started: list[list[int]]) -> list[Action]:
+    def explore(self, members: list[int], obs: torch.Tensor, started: list[list[int]]) -> list[Action]:
         """One stacked actor call for every member's mu(s) (and Q(s, mu(s)) where a teacher reads it), then
         each member's own exploration (its noise or teacher, and its noise stream)."""
         full = self._full(members, obs)

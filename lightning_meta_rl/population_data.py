@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
+from lightning_meta_rl.buffer import StackedNorm
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.population_args import check_population
@@ -14,9 +16,9 @@ from lightning_meta_rl.ranks import gather_per_rank, own_rank
 from lightning_meta_rl.rollout import Action, Stepper, drive, packed
 from lightning_meta_rl.types import Batch
 
-# acts for several members at once: (member indices, their observations, their environments that started an
-# episode) -> one Action per member
-Act = Callable[[list[int], list[torch.Tensor], list[list[int]]], list[Action]]
+# acts for several members at once: (member indices, their normalized observations [members, E, obs], their
+# environments that started an episode) -> one Action per member
+Act = Callable[[list[int], torch.Tensor, list[list[int]]], list[Action]]
 
 
 def stack_batches(batches: dict[int, Batch], population: int) -> Batch:
@@ -86,8 +88,14 @@ class PopulationDataModule(RolloutDataModule):
         return self._drive(members, steppers, act)
 
     def _drive(self, members: list[int], steppers: list[Stepper], act: Act) -> dict[int, Any]:
+        # the statistics do not change within a collection (the rollouts are added after it)
+        normalize = StackedNorm([self.members[k].normalizer for k in members])
+
+        def act_all(keys: list[int], obs: list[np.ndarray], started: list[list[int]]) -> list[Action]:
+            return act([members[i] for i in keys], normalize(keys, obs), started)
+
         with torch.inference_mode():
-            results = drive(steppers, lambda keys, obs, started: act([members[i] for i in keys], obs, started))
+            results = drive(steppers, act_all)
         out: dict[int, Any] = {}
         for k, result in zip(members, results, strict=True):
             if isinstance(result, TrainingDiverged):

@@ -92,17 +92,19 @@ class Collector:
         except StopIteration as done:
             return done.value
         while True:
-            action = _act(policy, obs, started)  # (outside the try: the policy's own errors are not the end)
+            # (outside the try: the policy's own errors are not the end)
+            action = _act(policy, self.normalize(torch.from_numpy(obs)), started)
             try:
                 obs, started = stepper.send(action)
             except StopIteration as done:
                 return done.value
 
     def stepper(self, max_steps: int | None, max_episodes: int | None = None, seed: int | None = None) -> Stepper:
-        """The collection as a generator: it yields the (normalized) observations of its environments and the
-        environments that just started an episode, receives the policy's Action, and returns the collected rows
-        and episode returns. ``steps`` drives it with one policy; a population drives several in lockstep, so
-        that one batched call acts for all of them."""
+        """The collection as a generator: it yields the raw observations of its environments ``[E, obs]`` (the
+        driver normalizes them) and the environments that just started an episode, receives the policy's
+        Action, and returns the collected rows and episode returns. ``steps`` drives it with one policy; a
+        population drives several in lockstep, so that one batched call acts for all of them (and one
+        operation normalizes all their observations)."""
         # Per-step data is kept as numpy rows and turned into tensors once at the end: a tensor op per
         # field per step costs more than the actor's forward pass on these small networks.
         # one tuple per step: (obs, raw action, action, context, reward, next obs, terminated, truncated)
@@ -118,7 +120,7 @@ class Collector:
                     running[i] = 0.0
                     started.append(i)
             obs = np.stack(obs_now) if len(obs_now) > 1 else obs_now[0][None]  # type: ignore[arg-type,index]
-            out = yield self.normalize(torch.from_numpy(obs)), started
+            out = yield obs, started
             actions, raw, context = _to_host(out)
             if not np.isfinite(actions).all():
                 raise TrainingDiverged(
@@ -149,8 +151,8 @@ class Collector:
         return rows, returns
 
 
-# a collection in progress: yields (observations, environments that started an episode), receives an Action
-Stepper = Generator[tuple[torch.Tensor, list[int]], Action, tuple[list[tuple[Any, ...]], list[float]]]
+# a collection in progress: yields (raw observations, environments that started an episode), receives an Action
+Stepper = Generator[tuple[np.ndarray, list[int]], Action, tuple[list[tuple[Any, ...]], list[float]]]
 
 
 def _act(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
@@ -160,10 +162,10 @@ def _act(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
 
 
 def drive(
-    steppers: list[Stepper], act: Callable[[list[int], list[torch.Tensor], list[list[int]]], list[Action]]
+    steppers: list[Stepper], act: Callable[[list[int], list[np.ndarray], list[list[int]]], list[Action]]
 ) -> list[Any]:
     """Run collections in lockstep to their ends: at every step ``act`` gets the unfinished ones' indices, their
-    observations and their environments that started an episode, and returns their Actions (in that order).
+    raw observations and their environments that started an episode, and returns their Actions (in that order).
     Returns each one's rows and episode returns, or the TrainingDiverged that stopped it (the others go on)."""
     results: list[Any] = [None] * len(steppers)
     pending = {}

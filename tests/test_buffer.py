@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_rollout
 
-from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, gather
+from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, StackedNorm, gather
 
 
 def slots(buf: ReplayBuffer) -> list[float]:
@@ -158,3 +158,23 @@ def test_normalizing_on_the_host_gives_torchs_numbers_bit_for_bit() -> None:
         out = norm(x)
         assert out.dtype == torch.float32 and torch.equal(out, ((x - mean32) / std32).clamp(-5.0, 5.0))
     assert float(norm(torch.full((1, 11), 1e6)).max()) == 5.0
+
+
+def test_stacked_norm_gives_each_member_its_own_normalizers_numbers_bit_for_bit() -> None:
+    """Three members with their own statistics: the stacked call normalizes member m's rows as its own
+    RunningNorm does, bit for bit, for every member and for a subset of them (rows 2 and 0, in that order);
+    values beyond the clip are clipped; disabled, the observations pass unchanged."""
+    g = torch.Generator().manual_seed(0)
+    norms = [RunningNorm(4, 5.0) for _ in range(3)]
+    for k, norm in enumerate(norms):
+        norm.update(torch.randn(100, 4, generator=g) * (k + 1) + 3 * k)
+    stacked = StackedNorm(norms)
+    obs = [(torch.randn(2, 4, generator=g) * 30).numpy() for _ in range(3)]
+    out = stacked([0, 1, 2], obs)
+    assert out.shape == (3, 2, 4) and float(out.abs().max()) == 5.0
+    for k, norm in enumerate(norms):
+        assert torch.equal(out[k], norm(torch.from_numpy(obs[k])))
+    some = stacked([2, 0], [obs[2], obs[0]])
+    assert torch.equal(some[0], norms[2](torch.from_numpy(obs[2]))) and torch.equal(some[1], out[0])
+    off = StackedNorm([RunningNorm(4, 5.0, enabled=False) for _ in range(2)])
+    assert torch.equal(off([0, 1], obs[:2]), torch.from_numpy(np.stack(obs[:2])))
