@@ -85,9 +85,10 @@ class ReplayBuffer:
 
 
 def gather(rollout_or_buffer: ReplayBuffer | Rollout, idx: torch.Tensor) -> Batch:
-    """Rows ``idx`` of a buffer or rollout as a Batch (raw observations)."""
+    """Rows ``idx`` of a buffer or rollout as a Batch (raw observations); ``index_select`` copies the same rows
+    as indexing, at about half its cost per call."""
     src = rollout_or_buffer
-    return Batch(src.obs[idx], src.action[idx], src.reward[idx], src.next_obs[idx], src.terminated[idx])
+    return Batch(*(t.index_select(0, idx) for t in (src.obs, src.action, src.reward, src.next_obs, src.terminated)))
 
 
 class RunningNorm:
@@ -150,10 +151,9 @@ class StackedNorm:
         self.std = np.stack([n._host[1] for n in norms])[:, None]
         self.every = list(range(len(norms)))
 
-    def __call__(self, rows: list[int], obs: list[np.ndarray]) -> torch.Tensor:
-        """The observations of members ``rows`` (indices into the norms it was made from), one ``[E, dim]``
-        array each, normalized as one ``[len(rows), E, dim]`` tensor."""
-        x = np.stack(obs)
+    def __call__(self, rows: list[int], x: np.ndarray) -> torch.Tensor:
+        """The observations of members ``rows`` (indices into the norms it was made from), stacked
+        ``[len(rows), ..., dim]``, normalized."""
         if not self.enabled:
             return torch.from_numpy(x)
         mean, std = (self.mean, self.std) if rows == self.every else (self.mean[rows], self.std[rows])

@@ -209,7 +209,11 @@ class RolloutDataModule(L.LightningDataModule):
 
     def sample(self, batch_size: int, device: torch.device | None = None) -> Batch:
         """A normalized minibatch from the replay buffer."""
-        return self._normalized(gather(self.buffer, self.buffer.sample_indices(batch_size, self.sample_rng)), device)
+        return self._normalized(self.sample_raw(batch_size), device)
+
+    def sample_raw(self, batch_size: int) -> Batch:
+        """A minibatch from the replay buffer with its observations as stored (``sample`` normalizes them)."""
+        return gather(self.buffer, self.buffer.sample_indices(batch_size, self.sample_rng))
 
     def sample_rollout(self, rollout: Rollout, batch_size: int, device: torch.device | None = None) -> Batch:
         """A normalized minibatch drawn uniformly from one rollout (the look-ahead trains on D0 only)."""

@@ -92,7 +92,7 @@ class PopulationDataModule(RolloutDataModule):
         normalize = StackedNorm([self.members[k].normalizer for k in members])
 
         def act_all(keys: list[int], obs: list[np.ndarray], started: list[list[int]]) -> list[Action]:
-            return act([members[i] for i in keys], normalize(keys, obs), started)
+            return act([members[i] for i in keys], normalize(keys, np.stack(obs)), started)
 
         with torch.inference_mode():
             results = drive(steppers, act_all)
@@ -107,8 +107,16 @@ class PopulationDataModule(RolloutDataModule):
 
     def sample_stacked(self, batch_size: int, device: torch.device | None, members: list[int]) -> Batch:
         """One minibatch per given member from its own buffer (and its own sampling stream), stacked
-        ``[N, B, ...]``; the other members' rows are zeros (they do not step)."""
-        return stack_batches({k: self.members[k].sample(batch_size, device) for k in members}, self.population)
+        ``[N, B, ...]``, each member's observations normalized by its own statistics (one operation for all);
+        the other members' rows are zeros (they do not step)."""
+        raw = Batch.stack([self.members[k].sample_raw(batch_size) for k in members])
+        normalize, rows = StackedNorm([self.members[k].normalizer for k in members]), list(range(len(members)))
+        batch = raw._replace(obs=normalize(rows, raw.obs.numpy()), next_obs=normalize(rows, raw.next_obs.numpy()))
+        if len(members) < self.population:  # the others' rows: zeros
+            batch = stack_batches({k: Batch(*(f[i] for f in batch)) for i, k in enumerate(members)}, self.population)
+        if device is not None and device.type != "cpu":
+            batch = Batch(*(t.to(device, non_blocking=True) for t in batch))
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         members = [m.state_dict() for m in self.members]

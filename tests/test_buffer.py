@@ -170,11 +170,11 @@ def test_stacked_norm_gives_each_member_its_own_normalizers_numbers_bit_for_bit(
         norm.update(torch.randn(100, 4, generator=g) * (k + 1) + 3 * k)
     stacked = StackedNorm(norms)
     obs = [(torch.randn(2, 4, generator=g) * 30).numpy() for _ in range(3)]
-    out = stacked([0, 1, 2], obs)
+    out = stacked([0, 1, 2], np.stack(obs))
     assert out.shape == (3, 2, 4) and float(out.abs().max()) == 5.0
     for k, norm in enumerate(norms):
         assert torch.equal(out[k], norm(torch.from_numpy(obs[k])))
-    some = stacked([2, 0], [obs[2], obs[0]])
+    some = stacked([2, 0], np.stack([obs[2], obs[0]]))
     assert torch.equal(some[0], norms[2](torch.from_numpy(obs[2]))) and torch.equal(some[1], out[0])
     off = StackedNorm([RunningNorm(4, 5.0, enabled=False) for _ in range(2)])
-    assert torch.equal(off([0, 1], obs[:2]), torch.from_numpy(np.stack(obs[:2])))
+    assert torch.equal(off([0, 1], np.stack(obs[:2])), torch.from_numpy(np.stack(obs[:2])))

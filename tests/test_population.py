@@ -22,6 +22,7 @@ from lightning_meta_rl.errors import UserError
 from lightning_meta_rl.members import layers_of, to_plain
 from lightning_meta_rl.population import PopulationModule
 from lightning_meta_rl.population_args import requested_population
+from lightning_meta_rl.types import Batch
 
 QUIET = ["--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
 DDPG = ["--model.teacher.kind=gaussian", *QUIET]
@@ -388,3 +389,29 @@ def test_the_members_plain_actors_follow_the_population_to_its_device() -> None:
     pop.to("meta")
     pop._sync_actors()
     assert all(p.device.type == "meta" for actor in pop.actors for p in actor.parameters())
+
+
+def test_a_stacked_minibatch_is_each_members_own_minibatch_bit_for_bit() -> None:
+    """Three members with their own replay data and statistics: the stacked minibatch of members 0 and 2 holds,
+    in rows 0 and 2, exactly the normalized minibatch each draws alone from the same sampling stream state,
+    and zeros in row 1 (a member sitting out); with every member, each row is that member's own."""
+    from conftest import make_rollout
+
+    from lightning_meta_rl.population_data import PopulationDataModule
+
+    data = PopulationDataModule(env_id="Pendulum-v1", total_env_steps=300, warmup_steps=10, population=3)
+    data.setup("fit")
+    for k, member in enumerate(data.members):
+        rollout = make_rollout(40 + 10 * k, obs_dim=3, start=7 * k)
+        rollout.obs.mul_(k + 1)
+        member.add(rollout)
+    for members in ([0, 2], [0, 1, 2]):
+        states = [m.sample_rng.get_state() for m in data.members]
+        stacked = data.sample_stacked(16, None, members)
+        for m, state in zip(data.members, states, strict=True):
+            m.sample_rng.set_state(state)
+        for k, member in enumerate(data.members):
+            own = member.sample(16) if k in members else None
+            for field, got in zip(Batch._fields, stacked, strict=True):
+                want = torch.zeros_like(got[k]) if own is None else getattr(own, field)
+                assert torch.equal(got[k], want), (members, k, field)
