@@ -217,8 +217,11 @@ class RolloutDataModule(L.LightningDataModule):
 
     def sample_rollout(self, rollout: Rollout, batch_size: int, device: torch.device | None = None) -> Batch:
         """A normalized minibatch drawn uniformly from one rollout (the look-ahead trains on D0 only)."""
-        idx = torch.randint(0, len(rollout), (batch_size,), generator=self.sample_rng)
-        return self._normalized(gather(rollout, idx), device)
+        return self._normalized(self.sample_rollout_raw(rollout, batch_size), device)
+
+    def sample_rollout_raw(self, rollout: Rollout, batch_size: int) -> Batch:
+        """``sample_rollout`` with the observations as collected."""
+        return gather(rollout, torch.randint(0, len(rollout), (batch_size,), generator=self.sample_rng))
 
     def _normalized(self, b: Batch, device: torch.device | None) -> Batch:
         b = Batch(self.normalizer(b.obs), b.action, b.reward, self.normalizer(b.next_obs), b.terminated)

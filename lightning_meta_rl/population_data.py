@@ -107,13 +107,22 @@ class PopulationDataModule(RolloutDataModule):
 
     def sample_stacked(self, batch_size: int, device: torch.device | None, members: list[int]) -> Batch:
         """One minibatch per given member from its own buffer (and its own sampling stream), stacked
-        ``[N, B, ...]``, each member's observations normalized by its own statistics (one operation for all);
-        the other members' rows are zeros (they do not step)."""
-        raw = Batch.stack([self.members[k].sample_raw(batch_size) for k in members])
-        normalize, rows = StackedNorm([self.members[k].normalizer for k in members]), list(range(len(members)))
-        batch = raw._replace(obs=normalize(rows, raw.obs.numpy()), next_obs=normalize(rows, raw.next_obs.numpy()))
-        if len(members) < self.population:  # the others' rows: zeros
-            batch = stack_batches({k: Batch(*(f[i] for f in batch)) for i, k in enumerate(members)}, self.population)
+        ``[N, B, ...]``; the other members' rows are zeros (they do not step)."""
+        raw = {k: (k, self.members[k].sample_raw(batch_size)) for k in members}
+        return self.stacked(raw, self.population, device)
+
+    def stacked(self, raw: dict[int, tuple[int, Batch]], rows: int, device: torch.device | None) -> Batch:
+        """Raw minibatches by row (row -> (member, minibatch)) as one ``[rows, B, ...]`` batch, each row's
+        observations normalized by its member's statistics (one operation for all rows; each row bit-identical
+        to its member's own ``sample``); rows not given are zeros."""
+        given = list(raw)
+        batch = Batch.stack([b for _, b in raw.values()])
+        normalize, every = StackedNorm([self.members[k].normalizer for k, _ in raw.values()]), list(range(len(given)))
+        batch = batch._replace(
+            obs=normalize(every, batch.obs.numpy()), next_obs=normalize(every, batch.next_obs.numpy())
+        )
+        if given != list(range(rows)):  # the others' rows: zeros
+            batch = stack_batches({r: Batch(*(f[i] for f in batch)) for i, r in enumerate(given)}, rows)
         if device is not None and device.type != "cpu":
             batch = Batch(*(t.to(device, non_blocking=True) for t in batch))
         return batch

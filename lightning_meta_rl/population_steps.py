@@ -18,7 +18,7 @@ from torch import nn
 
 from lightning_meta_rl.meta_reward import critic_improvement
 from lightning_meta_rl.networks import Student
-from lightning_meta_rl.population_data import PopulationDataModule, stack_batches
+from lightning_meta_rl.population_data import PopulationDataModule
 from lightning_meta_rl.teachers import LearnedTeacher
 from lightning_meta_rl.types import Batch, IterationRecord, Rollout
 
@@ -44,11 +44,11 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
 
     def batch() -> Batch:
         rows = {
-            k * K + i: data.members[k].sample_rollout(seg, size, device)
+            k * K + i: (k, data.members[k].sample_rollout_raw(seg, size))
             for k in active
             for i, seg in enumerate(segments[k])
         }
-        return stack_batches(rows, pop.population * K)
+        return data.stacked(rows, pop.population * K, device)
 
     batches = (batch() for _ in range(n))
     actor_opt, critic_opt = pop._student_optimizers()

@@ -415,3 +415,33 @@ def test_a_stacked_minibatch_is_each_members_own_minibatch_bit_for_bit() -> None
             for field, got in zip(Batch._fields, stacked, strict=True):
                 want = torch.zeros_like(got[k]) if own is None else getattr(own, field)
                 assert torch.equal(got[k], want), (members, k, field)
+
+
+def test_stacked_look_ahead_minibatches_are_each_members_own_bit_for_bit() -> None:
+    """K = 2 rows per member, drawn from D0 segments (the look-ahead's minibatches): row kK + i holds exactly what
+    member k's ``sample_rollout`` draws from its segment i, normalized by member k's statistics; the rows of a
+    member that does not take part are zeros."""
+    from conftest import make_rollout
+
+    from lightning_meta_rl.population_data import PopulationDataModule
+
+    data = PopulationDataModule(env_id="Pendulum-v1", total_env_steps=300, warmup_steps=10, population=3)
+    data.setup("fit")
+    segments = {}
+    for k, member in enumerate(data.members):
+        stored = make_rollout(30, obs_dim=3, start=5 * k)
+        stored.obs.mul_(k + 1)
+        member.add(stored)  # statistics of its own
+        segments[k] = [make_rollout(12 + i, obs_dim=3, start=3 * k + i) for i in range(2)]
+    states = [m.sample_rng.get_state() for m in data.members]
+    rows = {
+        2 * k + i: (k, data.members[k].sample_rollout_raw(seg, 8)) for k in (0, 2) for i, seg in enumerate(segments[k])
+    }
+    stacked = data.stacked(rows, 6, None)
+    for m, state in zip(data.members, states, strict=True):
+        m.sample_rng.set_state(state)
+    for k in (0, 2):
+        for i, seg in enumerate(segments[k]):
+            own = data.members[k].sample_rollout(seg, 8)
+            assert all(torch.equal(got[2 * k + i], want) for got, want in zip(stacked, own, strict=True)), (k, i)
+    assert all(float(f[2:4].abs().sum()) == 0.0 for f in stacked)
