@@ -62,6 +62,15 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def commit() -> str:
+    """The checked-out commit the commands ran (with ``+changes`` when the tree differs from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
+
+
 def measure_parallel(config: str, steps: int, population: int, rounds: int) -> dict[str, float]:
     ratios = []
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
@@ -161,7 +170,7 @@ def main() -> None:
         f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}"
         f"{''.join(f' --set={x}' for x in args.set)}{f' --name {args.name}' if args.name else ''}`: env steps per "
         f"seed, {args.rounds} rounds in alternating order (every command once per round), whole commands (start-up "
-        f"included).",
+        f"included); code at {commit()}.",
         "",
         "| update | single run env steps/s | population total env steps/s | population / single (median) | min | max |",
         "| --- | --- | --- | --- | --- | --- |",
