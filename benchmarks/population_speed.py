@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from runlib import write_keeping_earlier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "population"
@@ -187,11 +188,7 @@ def main() -> None:
     print(text)
     if not args.quick:
         name = args.name or "population_speed" + ("" if args.config == DEFAULT_CONFIG else f"_{Path(args.config).stem}")
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"{name}.md"
-        earlier = out.read_text() if out.exists() else ""
-        demoted = re.sub(r"^(#{1,5}) ", r"#\1 ", earlier, flags=re.MULTILINE)  # its headings one level down
-        out.write_text(text + (f"\n## Earlier runs of this file\n\n{demoted}" if earlier else ""))
+        write_keeping_earlier(RESULTS / f"{name}.md", text)
 
 
 if __name__ == "__main__":

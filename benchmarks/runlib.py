@@ -1,7 +1,8 @@
 """What the study scripts share: one training as a subprocess of the real CLI, its metrics, its final score,
 and a resumable runner for many of them.
 
-Imported by reproduce.py, investigate.py, fair_study.py and population_jobs.py, whose population jobs the
+Imported by reproduce.py, investigate.py, fair_study.py, population_jobs.py and the speed benchmarks (their
+result files), whose population jobs the
 same runner runs (it takes any job with a ``name``, a ``command``, a ``done`` test and its ``exit_ok``
 statuses). A script run as ``python benchmarks/<name>.py`` has this folder on ``sys.path``; the tests get it
 from ``pythonpath`` in pyproject.toml.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 def fit_command(config: str | Path, *args: str) -> list[str]:
     """``python -m lightning_meta_rl fit --config <config> <args>`` with this interpreter."""
     return [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", str(config), *args]
+
+
+def write_keeping_earlier(path: Path, text: str) -> None:
+    """A result file: ``text``, then what the file held before under "Earlier runs of this file" (its headings one
+    level down), so that a rerun never loses a committed figure."""
+    earlier = path.read_text() if path.exists() else ""
+    demoted = re.sub(r"^(#{1,5}) ", r"#\1 ", earlier, flags=re.MULTILINE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + (f"\n## Earlier runs of this file\n\n{demoted}" if earlier else ""))
 
 
 def write_rows(path: Path, rows: list[dict[str, object]]) -> None:

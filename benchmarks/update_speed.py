@@ -3,7 +3,10 @@ two ways a member dimension can be given to the networks.
 
 * ``update``: 50 updates of the live student, and a whole look-ahead (the copy of the student and its Adam
   state, then 50 updates) with one copy (K = 1) or K stacked members (K = 2, 5), eager and compiled; and 50
-  updates of a population of 8 students (``--population=8``: one Adam step count per member).
+  updates of a population of 8 students (``--population=8``: one Adam step count per member), also with
+  members stepping apart (step counts differing, one member sitting out in turn), eager: ``Learner.steps``, whose
+  updates share the members' slices of the parameters and Adam state, against the same updates taken one
+  ``ddpg_step`` at a time, each making its slices afresh.
 * ``members``: the critic's loss, forward and backward, for K members: our stacked layers (batched matrix
   products inside the networks' own forward) against ``torch.func.vmap`` over ``functional_call`` of the
   plain network, and against K plain networks one after another. This is the measurement the design rests on.
@@ -27,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from runlib import write_keeping_earlier
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
@@ -92,6 +96,22 @@ def update_arms(quick: bool) -> dict[str, Callable[[], object]]:
         arms[f"population N={POPULATION}, {'compiled' if compiled else 'eager'}"] = lambda lr=learner: lr.update(
             population, pop_actor, pop_critic, pop_batches
         )
+    # members stepping apart, eager (a Meta population: differing step counts, one member sitting out in turn):
+    # Learner.steps, whose updates share the member slices, against the same updates one ddpg_step at a time
+    apart = Student.stack([Student(OBS, student.actor.scale, (64, 64), True) for _ in range(POPULATION)])
+    apart_opts = make_adam(apart.actor.parameters(), 1e-4), make_adam(apart.critic.parameters(), 1e-3)
+    for opt in apart_opts:
+        per_member_steps(opt, POPULATION)
+        for state in opt.state.values():
+            state["step"].copy_(torch.arange(POPULATION, dtype=state["step"].dtype))
+    actives = [[k for k in range(POPULATION) if k != j % POPULATION] for j in range(n)]
+    apart_adam = AdamState.of(apart_opts[0]), AdamState.of(apart_opts[1])
+    arms[f"population N={POPULATION}, eager, counts apart, one member out in turn"] = lambda: Learner(
+        0.99, 0.01, 0.01
+    ).steps(apart, *apart_opts, pop_batches, None, actives)
+    arms[f"population N={POPULATION}, eager, counts apart, one member out in turn, slices made per update"] = lambda: [
+        ddpg_step(apart, *apart_adam, b, 0.99, 0.01, 0.01, active=a) for b, a in zip(pop_batches, actives, strict=True)
+    ]
     every = Learner(0.99, 0.01, 0.01, compile=True)
     # a frame of its own, so that its cache entry (with every guard) is not shared with ddpg_step's
     every._step = torch.compile(lambda *args: ddpg_step(*args), dynamic=False)
@@ -247,8 +267,7 @@ def main() -> None:
     text = report(updates, members, layouts, command)
     print(text)
     if not args.quick:
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(text)
+        write_keeping_earlier(OUT, text)
 
 
 if __name__ == "__main__":

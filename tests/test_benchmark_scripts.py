@@ -10,6 +10,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -49,6 +50,17 @@ def test_the_shared_module_imports() -> None:
     population_jobs = importlib.import_module("population_jobs")
     for helper in ("population_jobs", "seed_results", "run_job", "write_sweep"):
         assert callable(getattr(population_jobs, helper)), helper
+
+
+def test_a_rerun_keeps_the_earlier_result_file_below_the_new_one(tmp_path: Path) -> None:
+    runlib = importlib.import_module("runlib")
+    out = tmp_path / "sub" / "result.md"
+    runlib.write_keeping_earlier(out, "# First\n\n| a | 1.00 |\n")
+    assert out.read_text() == "# First\n\n| a | 1.00 |\n"
+    runlib.write_keeping_earlier(out, "# Second\n\n| a | 2.00 |\n")
+    text = out.read_text()
+    assert text.startswith("# Second\n") and "## Earlier runs of this file" in text
+    assert text.index("| a | 2.00 |") < text.index("## First") < text.index("| a | 1.00 |")
 
 
 def test_the_update_benchmark_runs_in_its_quick_form() -> None:
