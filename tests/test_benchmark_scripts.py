@@ -25,6 +25,7 @@ SCRIPTS = (
     "population_speed",
     "profile_breakdown",
     "reproduce",
+    "study_speed",
     "teacher_probe",
     "throughput",
     "update_speed",
@@ -61,6 +62,24 @@ def test_a_rerun_keeps_the_earlier_result_file_below_the_new_one(tmp_path: Path)
     text = out.read_text()
     assert text.startswith("# Second\n") and "## Earlier runs of this file" in text
     assert text.index("| a | 2.00 |") < text.index("## First") < text.index("| a | 1.00 |")
+
+
+def test_the_study_comparison_reads_both_studies_committed_runs(tmp_path: Path) -> None:
+    out = tmp_path / "study_speed.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "study_speed.py"), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ")]
+    gains = [r for r in rows if len(r) == 5 and r[1] in ("ddpg", "frozen", "frozen_state")]
+    assert len(gains) == 15  # five tasks x the three arms both studies ran
+    total = next(r for r in rows if r[0] == "| all")
+    assert float(total[1]) > 59  # the fair test's ~59.8M env steps
+    assert float(total[3].rstrip(" |")) < float(total[2])
 
 
 def test_the_update_benchmark_runs_in_its_quick_form() -> None:
