@@ -36,7 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from runlib import write_keeping_earlier
+from runlib import commit, write_keeping_earlier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "population"
@@ -61,15 +61,6 @@ def wall(cmd: list[str]) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - t
-
-
-def commit() -> str:
-    """The checked-out commit the commands ran (with ``+changes`` when the tree differs from it)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-    )
-    return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
 
 
 def measure_parallel(config: str, steps: int, population: int, rounds: int) -> dict[str, float]:

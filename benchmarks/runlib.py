@@ -51,6 +51,15 @@ def fit_command(config: str | Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", str(config), *args]
 
 
+def commit() -> str:
+    """The checked-out commit the commands ran (with ``+changes`` when the tree differs from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
+
+
 def write_keeping_earlier(path: Path, text: str) -> None:
     """A result file: ``text``, then what the file held before under "Earlier runs of this file" (its headings one
     level down), so that a rerun never loses a committed figure."""

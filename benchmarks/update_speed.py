@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from runlib import write_keeping_earlier
+from runlib import commit, write_keeping_earlier
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
@@ -221,7 +221,7 @@ def report(updates: dict[str, float], members: dict[str, float], layouts: dict[s
         "# The one update: cost per use, and how members are stacked",
         "",
         f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"one thread; `{command}`. Hopper-v5 sizes (obs {OBS}, act {ACT}), 64-64 networks with LayerNorm, "
+        f"one thread; `{command}`, code at {commit()}. Hopper-v5 sizes (obs {OBS}, act {ACT}), 64-64 networks with LayerNorm, "
         f"minibatch {B}. Medians over alternating rounds.",
         "",
         f"| use of ddpg_step ({LOOKAHEAD_UPDATES} updates; look-aheads with their copy) | ms | ms per update "
