@@ -52,10 +52,14 @@ def fit_command(config: str | Path, *args: str) -> list[str]:
 
 
 def commit() -> str:
-    """The checked-out commit the commands ran (with ``+changes`` when the tree differs from it)."""
+    """The checked-out commit the commands ran (with ``+changes`` when the code differs from it; result files
+    do not count)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     return (head.stdout.strip() or "unknown") + (" +changes" if dirty.stdout.strip() else "")
 
