@@ -6,7 +6,9 @@ callbacks, reporting evaluation only at the end): the single run of seed 0 and t
 command's wall time includes its start-up. The figure is ``N * steps / wall`` for the population against
 ``steps / wall`` for the single run, per round, with the median over rounds. With both modes, the compiled
 population is also compared with the eager single run of the same round (what compiling a population
-gives a user whose single runs are eager). A result file that exists already is kept below the new one.
+gives a user whose single runs are eager). With ``--short S``, every command also runs for S steps per seed and
+the steps between the two budgets give the rates past start-up, which a long run approaches (start-up is a
+large share of a short single run). A result file that exists already is kept below the new one.
 
     python benchmarks/population_speed.py                 # Hopper-v5 DDPG, N = 8, eager and compiled
     python benchmarks/population_speed.py --config conf/hopper.yaml --modes eager   # the Meta arm
@@ -35,6 +37,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from runlib import commit, write_keeping_earlier
 
@@ -94,32 +97,52 @@ def measure_parallel(config: str, steps: int, population: int, rounds: int) -> d
     return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
-def measure(config: str, steps: int, population: int, modes: tuple[bool, ...], rounds: int) -> dict[bool, dict]:
+def measure(
+    config: str, steps: int, population: int, modes: tuple[bool, ...], rounds: int, short: int | None = None
+) -> dict[bool, dict[str, Any]]:
     """Every (mode, arm) command once per round, in an order that alternates from round to round, so that
-    ratios within a mode and across modes compare commands run side by side."""
-    arms = [(m, n) for m in modes for n in (1, population)]
-    times: dict[tuple[bool, int], list[float]] = {a: [] for a in arms}
+    ratios within a mode and across modes compare commands run side by side. With ``short``, each command
+    also runs for ``short`` steps per seed, and the steps between the two budgets give the rates past
+    start-up (``steady``: what a long run approaches)."""
+    budgets = (steps,) if short is None else (short, steps)
+    arms = [(m, n, b) for m in modes for n in (1, population) for b in budgets]
+    times: dict[tuple[bool, int, int], list[float]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for compiled, n in arms if r % 2 == 0 else arms[::-1]:
-                run_dir = Path(tmp) / f"{'c' if compiled else 'e'}{n}_{r}"
-                times[(compiled, n)].append(wall(command(run_dir, config, steps, n, compiled)))
-    results: dict[bool, dict] = {}
+            for compiled, n, b in arms if r % 2 == 0 else arms[::-1]:
+                run_dir = Path(tmp) / f"{'c' if compiled else 'e'}{n}_{b}_{r}"
+                times[(compiled, n, b)].append(wall(command(run_dir, config, b, n, compiled)))
+    results: dict[bool, dict[str, Any]] = {}
     for m in modes:
-        single = [steps / t for t in times[(m, 1)]]
-        pop = [population * steps / t for t in times[(m, population)]]
-        ratios = [p / s for p, s in zip(pop, single, strict=True)]
-        results[m] = {
-            "single": statistics.median(single),
-            "population": statistics.median(pop),
-            "ratio": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        }
+        single = [steps / t for t in times[(m, 1, steps)]]
+        pop = [population * steps / t for t in times[(m, population, steps)]]
+        results[m] = _summary(single, pop)
+        if short is not None:
+            gap = steps - short
+            single_past = [gap / (t - t0) for t, t0 in zip(times[(m, 1, steps)], times[(m, 1, short)], strict=True)]
+            pop_past = [
+                population * gap / (t - t0)
+                for t, t0 in zip(times[(m, population, steps)], times[(m, population, short)], strict=True)
+            ]
+            results[m]["steady"] = _summary(single_past, pop_past)
     if len(modes) == 2:  # the compiled population against the eager single run, round by round
-        cross = [t1 / tp * population for t1, tp in zip(times[(False, 1)], times[(True, population)], strict=True)]
+        cross = [
+            t1 / tp * population
+            for t1, tp in zip(times[(False, 1, steps)], times[(True, population, steps)], strict=True)
+        ]
         results[True]["cross"] = (statistics.median(cross), min(cross), max(cross))
     return results
+
+
+def _summary(single: list[float], pop: list[float]) -> dict[str, Any]:
+    ratios = [p / s for p, s in zip(pop, single, strict=True)]
+    return {
+        "single": statistics.median(single),
+        "population": statistics.median(pop),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
 
 
 def main() -> None:
@@ -129,6 +152,9 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6000, help="env steps per seed, warm-up included")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--short", type=int, help="also run every command for this many steps per seed: rates past start-up"
+    )
     parser.add_argument("--quick", action="store_true", help="Pendulum, N=2, 1500 steps, one round, eager only")
     parser.add_argument("--parallel", action="store_true", help="two population processes at once against one")
     parser.add_argument("--set", action="append", default=[], help="one more override for every command (--set=--a=b)")
@@ -153,14 +179,15 @@ def main() -> None:
     if args.quick:
         args.config, args.population, args.steps, args.rounds = "conf/smoke.yaml", 2, 1500, 1
     modes = (False,) if args.quick else tuple(m == "compiled" for m in args.modes)
-    results = measure(args.config, args.steps, args.population, modes, args.rounds)
+    results = measure(args.config, args.steps, args.population, modes, args.rounds, args.short)
     lines = [
         f"# --population={args.population} against one single-seed run ({args.config})",
         "",
         f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one "
         f"torch thread per process; `python benchmarks/population_speed.py --config {args.config} --population "
         f"{args.population} --steps {args.steps} --rounds {args.rounds} --modes {' '.join(args.modes)}"
-        f"{''.join(f' --set={x}' for x in args.set)}{f' --name {args.name}' if args.name else ''}`: env steps per "
+        f"{''.join(f' --set={x}' for x in args.set)}{f' --short {args.short}' if args.short else ''}"
+        f"{f' --name {args.name}' if args.name else ''}`: env steps per "
         f"seed, {args.rounds} rounds in alternating order (every command once per round), whole commands (start-up "
         f"included); code at {commit()}.",
         "",
@@ -172,6 +199,22 @@ def main() -> None:
             f"| {'compiled' if compiled else 'eager'} | {r['single']:.0f} | {r['population']:.0f} | "
             f"{r['ratio']:.2f} | {r['ratio_min']:.2f} | {r['ratio_max']:.2f} |"
         )
+    if args.short:
+        lines += [
+            "",
+            f"Past start-up: the steps from {args.short} to {args.steps} per seed, by the difference of the two "
+            "commands' wall times (what a long run approaches):",
+            "",
+            "| update | single run env steps/s | population total env steps/s | population / single (median) | min "
+            "| max |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for compiled, res in results.items():
+            past = res["steady"]
+            lines.append(
+                f"| {'compiled' if compiled else 'eager'} | {past['single']:.0f} | {past['population']:.0f} | "
+                f"{past['ratio']:.2f} | {past['ratio_min']:.2f} | {past['ratio_max']:.2f} |"
+            )
     if "cross" in results.get(True, {}):
         median, low, high = results[True]["cross"]
         lines += ["", f"Compiled population / eager single run: median {median:.2f} (min {low:.2f}, max {high:.2f})."]
