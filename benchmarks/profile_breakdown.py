@@ -4,10 +4,12 @@ the parts of a training iteration.
 Each part is the share of all samples whose stack passes through a given function (first match in the order
 listed, so the parts do not overlap): stepping the environments (gymnasium and MuJoCo), acting (the actor
 call and the noise), the rest of collecting (the collector's own Python: normalizing, checks, rows), sampling
-minibatches, the update itself (``ddpg_step``), evaluation, and everything else (start-up: imports, building
-the environments and networks; Lightning's loop).
+minibatches, compiling the update (torch.compile tracing it at its first calls), the update itself
+(``ddpg_step``, or the compiled code that stands for it), evaluation, and everything else (start-up: imports,
+building the environments and networks; Lightning's loop). A rerun keeps the earlier result below.
 
     python benchmarks/profile_breakdown.py                    # --population=8 and one run, Hopper DDPG, eager
+    python benchmarks/profile_breakdown.py --compile          # the same with the compiled update
     python benchmarks/profile_breakdown.py --quick            # Pendulum, 2 seeds, 1500 steps; prints only
 
 Needs py-spy (``pip install -e ".[bench]"``). Writes ``benchmarks/results/population/profile_breakdown.md``.
@@ -26,6 +28,8 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
+from runlib import write_keeping_earlier
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "population" / "profile_breakdown.md"
 # (part, function names as py-spy prints them): a sample counts for the first part one of whose functions
@@ -36,16 +40,17 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("acting (actor call, noise)", ("PopulationModule.explore", "_act")),
     ("collecting, the rest", ("Collector.stepper", "Collector._loop", "drive")),
     ("sampling minibatches", ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "stack_batches")),
-    ("update (ddpg_step)", ("ddpg_step",)),
+    ("compiling the update (its first calls)", ("ConvertFrame.__call__", "ConvertFrameAssert.__call__")),
+    ("update (ddpg_step)", ("ddpg_step", "Learner.step")),
 )
 OTHER = "everything else (start-up, Lightning's loop)"
 
 
-def command(run_dir: Path, config: str, steps: int, population: int) -> list[str]:
+def command(run_dir: Path, config: str, steps: int, population: int, compile: bool = False) -> list[str]:
     args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", config, "--run_dir", str(run_dir)]
     args += [f"--data.total_env_steps={steps}", f"--data.eval_every={10 * steps}", "--data.eval_episodes=1"]
     args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
-    args += ["--trainer.enable_model_summary=false", "--model.compile=false"]
+    args += ["--trainer.enable_model_summary=false", f"--model.compile={str(compile).lower()}"]
     return args + ([f"--population={population}"] if population > 1 else [])
 
 
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20000, help="env steps per seed, warm-up included")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--compile", action="store_true", help="the compiled update (default: eager)")
     parser.add_argument("--quick", action="store_true", help="Pendulum, 2 seeds, 1500 steps; prints only")
     args = parser.parse_args()
     if args.quick:
@@ -103,14 +109,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, args.population):
             runs["one run" if n == 1 else f"--population={n}"] = profile(
-                command(Path(tmp) / f"n{n}", args.config, args.steps, n), args.rate
+                command(Path(tmp) / f"n{n}", args.config, args.steps, n, args.compile), args.rate
             )
     flags = f"--config {args.config} --population {args.population} --steps {args.steps}"
+    flags += " --compile" if args.compile else ""
     text = [
         f"# Where the time goes: one run against --population={args.population} ({args.config})",
         "",
         f"{date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, one torch thread; "
-        f"`python benchmarks/profile_breakdown.py {flags}`: one whole command each (eager update, no callbacks, "
+        f"`python benchmarks/profile_breakdown.py {flags}`: one whole command each "
+        f"({'compiled' if args.compile else 'eager'} update, inductor cache as it was; no callbacks, "
         f"no logger, evaluation only at the end), sampled by py-spy at {args.rate}/s. Share of all samples:",
         "",
         *table(runs),
@@ -119,7 +127,7 @@ def main() -> None:
     print("\n".join(text))
     if not args.quick:
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text("\n".join(text))
+        write_keeping_earlier(OUT, "\n".join(text))
         print(f"wrote {OUT.relative_to(ROOT)}")
 
 

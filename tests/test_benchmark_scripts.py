@@ -104,6 +104,8 @@ def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None
             "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);EnvRunner.step (envs.py:3) 7",
             "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);RunningNorm.__call__ (b.py:6) 2",
             "main (cli.py:1);Learner.step (l.py:7);ddpg_step (l.py:8) 4",
+            "main (cli.py:1);Learner.step (l.py:7);compile_wrapper (e.py:1);Runner.call (k.py:2) 6",
+            "main (cli.py:1);Learner.step (l.py:7);compile_wrapper (e.py:1);ConvertFrame.__call__ (c.py:3) 9",
             "<module> (x.py:1);_find_and_load (i.py:1) 3",
         ]
     )
@@ -112,6 +114,7 @@ def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None
         "evaluation": 5,  # its environment steps belong to the evaluation
         "environment step (gymnasium + MuJoCo)": 7,
         "collecting, the rest": 2,
-        "update (ddpg_step)": 4,
+        "compiling the update (its first calls)": 9,  # tracing is not updating
+        "update (ddpg_step)": 10,  # eager, and the compiled code's calls
         breakdown.OTHER: 3,
     }
