@@ -86,7 +86,7 @@ class ReplayBuffer:
 
 def gather(rollout_or_buffer: ReplayBuffer | Rollout, idx: torch.Tensor) -> Batch:
     """Rows ``idx`` of a buffer or rollout as a Batch (raw observations); ``index_select`` copies the same rows
-    as indexing, at about half its cost per call."""
+    as indexing by ``idx``, with less work per call."""
     src = rollout_or_buffer
     return Batch(*(t.index_select(0, idx) for t in (src.obs, src.action, src.reward, src.next_obs, src.terminated)))
 

@@ -142,9 +142,10 @@ def _member_views(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
 @contextlib.contextmanager
 def kept_slices() -> Iterator[None]:
     """Within it, ``member_slices`` of a kept tensor are made once, not at every update: the updates of one call
-    share them (splitting some 100 tensors into views at every update cost about a quarter of an eager update
-    of eight members whose Adam step counts differ). The tensors change in place, so the slices stay theirs;
-    nothing may replace a tensor's storage (``.data =``, ``set_``) within it."""
+    share them (splitting some 100 tensors into views at every update cost about a tenth of an eager update of
+    eight members whose Adam step counts differ: benchmarks/results/update_speed/update_speed.md). The tensors
+    change in place, so the slices stay theirs; nothing may replace a tensor's storage (``.data =``, ``set_``)
+    within it."""
     global _kept
     outer, _kept = _kept, {}
     try:
