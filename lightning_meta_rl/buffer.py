@@ -123,7 +123,7 @@ class RunningNorm:
             return x
         if x.device.type == "cpu":  # by numpy: the same float32 operations, each correctly rounded, so the same
             mean, std = self._host  # numbers, at a fraction of torch's cost per call on a few rows
-            return torch.from_numpy(np.clip((x.numpy() - mean) / std, -self.clip, self.clip))
+            return _normalized(x.numpy(), mean, std, self.clip)
         return ((x - self._mean32) / self._std32).clamp(-self.clip, self.clip)
 
     def _refresh(self) -> None:
@@ -157,4 +157,9 @@ class StackedNorm:
         if not self.enabled:
             return torch.from_numpy(x)
         mean, std = (self.mean, self.std) if rows == self.every else (self.mean[rows], self.std[rows])
-        return torch.from_numpy(np.clip((x - mean) / std, -self.clip, self.clip))
+        return _normalized(x, mean, std, self.clip)
+
+
+def _normalized(x: np.ndarray, mean: np.ndarray, std: np.ndarray, clip: float) -> torch.Tensor:
+    """(x - mean) / std clipped to +-clip, in float32 on the host: the one formula both normalizers use."""
+    return torch.from_numpy(np.clip((x - mean) / std, -clip, clip))
