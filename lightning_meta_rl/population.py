@@ -257,12 +257,16 @@ class PopulationModule(MetaRLModule):
         """The given members' evaluations, each recorded in its own history; the loggers get their mean."""
         self._sync_actors()  # the plain actors act only here (training acts through the stacked student)
         scores = []
-        for k in due:
-            member, actor, evaluation = data.members[k], self.actors[k], self.evaluations[k]
-            ret = member.evaluate(DeterministicPolicy(actor)).mean_return
+        # each by its own plain actor (what its export acts with), the members' episodes stepped together
+        rollouts = self.collected(data.evaluate_lockstep({k: DeterministicPolicy(self.actors[k]) for k in due}))
+        for k, rollout in rollouts.items():
+            member, evaluation = data.members[k], self.evaluations[k]
+            ret = rollout.mean_return
             evaluation.record(member.env_steps, member.eval_every, self.iteration, ret, self.r_pis[k])
             self.seed_runs.log(self.seeds[k], member.env_steps, ret, self.r_pis[k])
             scores.append(ret)
+        if not scores:  # every member due was retired by its evaluation
+            return
         mean = sum(scores) / len(scores)
         metrics = {"eval/return": mean, "eval/env_steps": float(data.env_steps)}
         self.log_dict(metrics, batch_size=1, prog_bar=True, logger=False)

@@ -13,7 +13,7 @@ from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.population_args import check_population
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
-from lightning_meta_rl.rollout import Action, Stepper, drive, packed
+from lightning_meta_rl.rollout import Action, Policy, Stepper, StepThreads, drive, packed
 from lightning_meta_rl.types import Batch
 
 # acts for several members at once: (member indices, their normalized observations [members, E, obs], their
@@ -33,18 +33,28 @@ def stack_batches(batches: dict[int, Batch], population: int) -> Batch:
 class PopulationDataModule(RolloutDataModule):
     """The data of N members: one ``RolloutDataModule`` per seed (``seed + k``), each complete in itself.
 
-    Args: those of RolloutDataModule, and ``population``, the number of members (set by ``--population``).
+    Args: those of RolloutDataModule, and
+        population: the number of members (set by ``--population``).
+        env_threads: threads that step the members' environments at once (1: in turn, on the training
+            thread). MuJoCo simulates without holding the GIL, so on a machine with cores to spare more threads
+            shorten a population's collections and evaluations; the results are the same for any number.
     """
 
-    def __init__(self, *args: Any, population: int = 2, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, population: int = 2, env_threads: int = 1, **kwargs: Any) -> None:
         check_population(population)
+        if env_threads < 1:
+            raise ConfigError(f"data.env_threads must be at least 1, got {env_threads}")
         super().__init__(*args, **kwargs)
         self.population = population
+        self.env_threads = env_threads
+        self._threads: StepThreads | None = None
         self.member_args = (args, kwargs)
         self.members: list[RolloutDataModule] = []
         self.retired: set[int] = set()  # members retired by the module (diverged): no longer progress
 
     def setup(self, stage: str) -> None:
+        if self.env_threads > 1 and self._threads is None:
+            self._threads = StepThreads(self.env_threads)
         if self.members:
             return
         args, kwargs = self.member_args
@@ -55,6 +65,9 @@ class PopulationDataModule(RolloutDataModule):
     def teardown(self, stage: str) -> None:
         for member in self.members:
             member.teardown(stage)
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
 
     @property
     def env_steps(self) -> int:
@@ -87,7 +100,19 @@ class PopulationDataModule(RolloutDataModule):
         ]
         return self._drive(members, steppers, act)
 
-    def _drive(self, members: list[int], steppers: list[Stepper], act: Act) -> dict[int, Any]:
+    def evaluate_lockstep(self, policies: dict[int, Policy]) -> dict[int, Any]:
+        """Each given member's evaluation (``evaluate``: its ``eval_episodes`` episodes on its evaluation
+        environment, not counted) by its policy, members stepped together (each acts alone: the same numbers
+        as its own ``evaluate``). Returns each member's Rollout, or the TrainingDiverged that stopped it."""
+        members = list(policies)
+        steppers = [self.members[k].eval_collector.episode_stepper(self.members[k].eval_episodes) for k in members]
+
+        def act(keys: list[int], obs: torch.Tensor, started: list[list[int]]) -> list[Action]:
+            return [policies[k].act(o) for k, o in zip(keys, obs, strict=True)]
+
+        return self._drive(members, steppers, act, counted=False)
+
+    def _drive(self, members: list[int], steppers: list[Stepper], act: Act, counted: bool = True) -> dict[int, Any]:
         # the statistics do not change within a collection (the rollouts are added after it)
         normalize = StackedNorm([self.members[k].normalizer for k in members])
 
@@ -95,14 +120,15 @@ class PopulationDataModule(RolloutDataModule):
             return act([members[i] for i in keys], normalize(keys, np.stack(obs)), started)
 
         with torch.inference_mode():
-            results = drive(steppers, act_all)
+            results = drive(steppers, act_all, self._threads)
         out: dict[int, Any] = {}
         for k, result in zip(members, results, strict=True):
             if isinstance(result, TrainingDiverged):
                 out[k] = result
                 continue
             out[k] = packed(*result)  # outside inference mode: the rollout's tensors may enter autograd
-            self.members[k].env_steps += len(out[k])
+            if counted:
+                self.members[k].env_steps += len(out[k])
         return out
 
     def sample_stacked(self, batch_size: int, device: torch.device | None, members: list[int]) -> Batch:

@@ -6,6 +6,7 @@ Collectors act; they never compute a loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -162,11 +163,15 @@ def _act(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
 
 
 def drive(
-    steppers: list[Stepper], act: Callable[[list[int], list[np.ndarray], list[list[int]]], list[Action]]
+    steppers: list[Stepper],
+    act: Callable[[list[int], list[np.ndarray], list[list[int]]], list[Action]],
+    threads: StepThreads | None = None,
 ) -> list[Any]:
     """Run collections in lockstep to their ends: at every step ``act`` gets the unfinished ones' indices, their
     raw observations and their environments that started an episode, and returns their Actions (in that order).
-    Returns each one's rows and episode returns, or the TrainingDiverged that stopped it (the others go on)."""
+    Returns each one's rows and episode returns, or the TrainingDiverged that stopped it (the others go on).
+
+    With ``threads``, the collections take their steps on those threads (see StepThreads)."""
     results: list[Any] = [None] * len(steppers)
     pending = {}
     for k, stepper in enumerate(steppers):
@@ -177,16 +182,50 @@ def drive(
     while pending:
         keys = list(pending)
         actions = act(keys, [pending[k][0] for k in keys], [pending[k][1] for k in keys])
-        for k, action in zip(keys, actions, strict=True):
-            try:
-                pending[k] = steppers[k].send(action)
-            except StopIteration as done:
-                results[k] = done.value
-                del pending[k]
-            except TrainingDiverged as exc:
-                results[k] = exc
+        moves = list(zip([steppers[k] for k in keys], actions, strict=True))
+        outcomes = _advance(moves) if threads is None or len(moves) == 1 else threads.advance(moves)
+        for k, (going, value) in zip(keys, outcomes, strict=True):
+            if going:
+                pending[k] = value
+            else:
+                results[k] = value
                 del pending[k]
     return results
+
+
+class StepThreads:
+    """Threads on which collections driven in lockstep take their steps at once, a share of them on each.
+
+    MuJoCo releases the GIL while it simulates, so the physics of several environments runs in parallel (the
+    Python around it takes turns). Each collection touches only its own environments, so the results are
+    those of stepping them in turn. The threads flush denormals if the thread that makes them does (the flag
+    is per thread, and the physics must round as it would there)."""
+
+    def __init__(self, n: int) -> None:
+        flushed = bool((np.array([1e-40], np.float32) * np.float32(2.0))[0] == 0)
+        self.n = n
+        self.pool = ThreadPoolExecutor(n, "env-step", initializer=torch.set_flush_denormal, initargs=(flushed,))
+
+    def advance(self, moves: list[tuple[Stepper, Action]]) -> list[tuple[bool, Any]]:
+        size = -(-len(moves) // min(self.n, len(moves)))  # a task per collection would cost more than it saves
+        parts = self.pool.map(_advance, [moves[i : i + size] for i in range(0, len(moves), size)])
+        return [outcome for part in parts for outcome in part]
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _advance(moves: list[tuple[Stepper, Action]]) -> list[tuple[bool, Any]]:
+    """Each collection's next step: (True, what it yields next) or (False, its result or TrainingDiverged)."""
+    outcomes: list[tuple[bool, Any]] = []
+    for stepper, action in moves:
+        try:
+            outcomes.append((True, stepper.send(action)))
+        except StopIteration as done:
+            outcomes.append((False, done.value))
+        except TrainingDiverged as exc:
+            outcomes.append((False, exc))
+    return outcomes
 
 
 def packed(rows: list[tuple[Any, ...]], returns: list[float]) -> Rollout:

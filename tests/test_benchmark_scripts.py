@@ -18,6 +18,7 @@ from conftest import ROOT
 SCRIPTS = (
     "bit_identical",
     "confirmation",
+    "env_threads",
     "fair_study",
     "gpu_check",
     "investigate",

@@ -83,6 +83,7 @@ INVALID = {
     "teacher_lr": (["--model.teacher.lr=-0.001"], "lr"),
     "sigma": (["--model.teacher.sigma=0"], "sigma"),
     "num_envs": (["--data.num_envs=0"], "num_envs"),
+    "env_threads": (["--population=2", "--data.env_threads=0"], "env_threads"),
     "warmup": (["--data.warmup_steps=5000"], "warmup_steps"),
     "batch_vs_buffer": (["--model.student.batch_size=4096", "--data.buffer_size=1000"], "buffer_size"),
 }

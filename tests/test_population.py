@@ -445,3 +445,84 @@ def test_stacked_look_ahead_minibatches_are_each_members_own_bit_for_bit() -> No
             own = data.members[k].sample_rollout(seg, 8)
             assert all(torch.equal(got[2 * k + i], want) for got, want in zip(stacked, own, strict=True)), (k, i)
     assert all(float(f[2:4].abs().sum()) == 0.0 for f in stacked)
+
+
+@pytest.mark.parametrize(
+    "arm", [DDPG, ["--model.meta.samples=2", "--data.num_envs=2", *QUIET]], ids=["ddpg", "meta_k2"]
+)
+def test_members_stepped_on_threads_train_exactly_as_stepped_in_turn(tmp_path: Path, arm: list[str]) -> None:
+    """``--data.env_threads=2`` steps three members' environments on two threads (one takes two members):
+    every collection, look-ahead episode and evaluation, and so every weight, is what stepping them in turn
+    gives, bit for bit."""
+    runs = {}
+    for threads in (1, 2):
+        run = tmp_path / f"threads{threads}"
+        args = [*arm, "--population=3", "--data.total_env_steps=1200", f"--data.env_threads={threads}"]
+        runs[threads] = fit(run, *args)
+    for seed in (0, 1, 2):
+        assert curve(tmp_path / "threads2" / f"seed_{seed}" / "metrics.csv") == curve(
+            tmp_path / "threads1" / f"seed_{seed}" / "metrics.csv"
+        )
+    for (name, x), (_, y) in zip(
+        runs[2].model.student.state_dict().items(), runs[1].model.student.state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    assert runs[2].datamodule._threads is None  # closed when the run ended
+
+
+def test_an_evaluation_in_lockstep_is_each_members_own_evaluation() -> None:
+    """Three members evaluated together on two threads (their episodes end at different steps) return exactly
+    the episodes each member's own ``evaluate`` gives from the same state."""
+    from lightning_meta_rl.networks import ActionScale, Actor
+    from lightning_meta_rl.policies import DeterministicPolicy
+    from lightning_meta_rl.population_data import PopulationDataModule
+
+    def data(threads: int) -> PopulationDataModule:
+        d = PopulationDataModule(
+            env_id="InvertedPendulum-v5", total_env_steps=300, warmup_steps=10, eval_episodes=3, population=3,
+            env_threads=threads,
+        )  # fmt: skip
+        d.setup("fit")
+        return d
+
+    together, alone = data(2), data(1)
+    torch.manual_seed(0)
+    scale = ActionScale(together.action_low, together.action_high)
+    actors = {k: Actor(together.obs_dim, scale, [16], layer_norm=True) for k in range(3)}
+    got = together.evaluate_lockstep({k: DeterministicPolicy(a) for k, a in actors.items()})
+    lengths = set()
+    for k, member in enumerate(alone.members):
+        want = member.evaluate(DeterministicPolicy(actors[k]))
+        assert got[k].episode_returns == want.episode_returns, k
+        assert torch.equal(got[k].obs, want.obs) and torch.equal(got[k].action, want.action), k
+        lengths.add(len(want))
+    assert len(lengths) > 1  # the members' episodes really did end apart
+    assert all(m.env_steps == 0 for m in together.members)  # evaluation is not counted
+    together.teardown("fit")
+    alone.teardown("fit")
+
+
+def test_step_threads_flush_denormals_when_the_thread_that_makes_them_does() -> None:
+    """The flag is per thread: MuJoCo on a stepping thread must round as it would on the thread that made the
+    threads (the training thread), whatever the flag of the thread that starts them (they start lazily)."""
+    import numpy as np
+
+    from lightning_meta_rl.rollout import StepThreads
+
+    def flushed() -> bool:
+        return bool((np.array([1e-40], np.float32) * np.float32(2.0))[0] == 0)
+
+    before = flushed()
+    try:
+        for flush in (True, False):
+            torch.set_flush_denormal(flush)
+            made_flushed = flushed()
+            threads = StepThreads(2)
+            torch.set_flush_denormal(not flush)
+            try:
+                seen = {threads.pool.submit(flushed).result() for _ in range(4)}
+            finally:
+                threads.close()
+            assert seen == {made_flushed}, flush
+    finally:
+        torch.set_flush_denormal(before)
