@@ -1,15 +1,18 @@
-"""The GPU checks of population training, as one script for a lent GPU machine (about 8 minutes).
+"""The GPU checks of population training, as one script for a lent GPU machine (about 7 minutes).
 
-Whole commands (``python -m lightning_meta_rl fit ...``, one torch thread per process, W&B off), each under its
-own time limit so that one failure does not cost the rest:
+Whole commands (``python -m lightning_meta_rl fit ...`` on conf/hopper_ddpg.yaml, one torch thread per process,
+W&B off), each under its own time limit so that one failure does not cost the rest, most telling first:
 
-1. one single-seed run of Hopper-v5 DDPG on the CPU and on the GPU (``--trainer.accelerator``);
-2. ``--population=N`` on the GPU for each N in ``--populations`` (default 16, 64, 256), fewer steps per seed
-   as N grows;
-3. a two-process DDP smoke run (CPU ranks; the lent machine has one GPU).
+1. one single-seed run on the CPU, eager and compiled (the baselines);
+2. ``--population=64`` on the GPU: eager with its environments stepped in turn and on ``--env-threads``
+   threads, compiled, and compiled with CUDA graphs (``TORCHINDUCTOR_CUDAGRAPHS=1``);
+3. ``--population=16`` and ``--population=256`` on the GPU, a single run on the GPU;
+4. a two-process DDP smoke run (CPU ranks).
 
-It prints a markdown table and writes it to ``--out``. Without a GPU (``--cpu-only``) the GPU rows are run on
-the CPU, which checks the script itself.
+Each command reports evaluations at a quarter of its budget and at its end, so besides its whole-command rate the
+table gives its rate past start-up (between the first and the last evaluation, from ``wall_time_s`` in the first
+seed's ``metrics.csv``): what a long run approaches. No new row starts after ``--budget`` seconds. The table is
+written after every row, to ``--out``, so that a run cut short keeps what it measured.
 
     python benchmarks/gpu_check.py --out "$OUT/gpu_check.md"      # on the GPU machine
     python benchmarks/gpu_check.py --cpu-only --quick              # here: the script's own check
@@ -18,11 +21,13 @@ the CPU, which checks the script itself.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -31,70 +36,140 @@ CONFIG = "conf/hopper_ddpg.yaml"
 QUIET = ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
 
 
-def fit(run_dir: Path, steps: int, *extra: str) -> list[str]:
+@dataclass
+class Check:
+    what: str
+    seeds: int
+    steps: int  # per seed, warm-up included
+    args: list[str]
+    limit: float  # seconds
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    check: Check
+    wall: float | None = None
+    past: float | None = None  # total env steps/s between the first and the last evaluation
+    note: str = ""
+
+
+def fit(run_dir: Path, check: Check) -> list[str]:
     args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", CONFIG, "--run_dir", str(run_dir)]
-    args += [f"--data.total_env_steps={steps}", "--data.warmup_steps=200", f"--data.eval_every={10 * steps}"]
-    return [*args, "--data.eval_episodes=1", "--model.compile=false", *QUIET, *extra]
+    every = max(100, check.steps // 4)
+    args += [f"--data.total_env_steps={check.steps}", "--data.warmup_steps=100", f"--data.eval_every={every}"]
+    return [*args, "--data.eval_episodes=1", *QUIET, *check.args]
 
 
-def timed(cmd: list[str], limit: float) -> tuple[float | None, str]:
-    """Wall seconds of a whole command, or None and the reason it failed."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+def run(check: Check, run_dir: Path) -> Result:
+    """One whole command: its wall seconds and its rate past start-up, or why it failed."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **check.env}
     t = time.perf_counter()
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit)
+        done = subprocess.run(fit(run_dir, check), cwd=ROOT, env=env, capture_output=True, text=True, timeout=check.limit)
     except subprocess.TimeoutExpired:
-        return None, f"over {limit:.0f} s"
+        return Result(check, note=f"over {check.limit:.0f} s")
+    wall = time.perf_counter() - t
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return None, f"exit {done.returncode}: {' / '.join(tail)[:300]}"
-    return time.perf_counter() - t, ""
+        return Result(check, note=f"exit {done.returncode}: {' / '.join(tail)[:300]}")
+    metrics = run_dir / ("metrics.csv" if check.seeds == 1 else "seed_0/metrics.csv")
+    past = None
+    if metrics.exists():
+        with open(metrics) as f:
+            rows = [(float(r["env_steps"]), float(r["wall_time_s"])) for r in csv.DictReader(f) if r.get("wall_time_s")]
+        if len(rows) >= 2 and rows[-1][1] > rows[0][1]:
+            past = check.seeds * (rows[-1][0] - rows[0][0]) / (rows[-1][1] - rows[0][1])
+    return Result(check, wall, past)
+
+
+def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
+    """The rows, most telling first (a row past the time budget is not started)."""
+    compiled, eager = "--model.compile=true", "--model.compile=false"
+    on_gpu, on_cpu = f"--trainer.accelerator={gpu}", "--trainer.accelerator=cpu"
+    t = f"--data.env_threads={threads}"
+    if quick:  # the script's own check: every kind of row, tiny
+        return [
+            Check("single run, CPU, eager", 1, 600, [eager, on_cpu], 120),
+            Check(f"population 2, {gpu}, eager, {threads} env threads", 2, 600, [eager, on_gpu, "--population=2", t], 120),
+            Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 120),
+        ]
+    graphs = {"TORCHINDUCTOR_CUDAGRAPHS": "1"}
+    return [
+        Check("single run, CPU, eager", 1, 8000, [eager, on_cpu], 90),
+        Check(f"population 64, {gpu}, eager, environments in turn", 64, 2000, [eager, on_gpu, "--population=64"], 120),
+        Check(f"population 64, {gpu}, eager, {threads} env threads", 64, 2000, [eager, on_gpu, "--population=64", t], 90),
+        Check(f"population 64, {gpu}, compiled, {threads} env threads", 64, 3000, [compiled, on_gpu, "--population=64", t], 240),
+        Check("single run, CPU, compiled", 1, 8000, [compiled, on_cpu], 120),
+        Check(
+            f"population 64, {gpu}, compiled + CUDA graphs, {threads} env threads", 64, 3000,
+            [compiled, on_gpu, "--population=64", t], 240, graphs,
+        ),  # fmt: skip
+        Check(f"population 256, {gpu}, eager, {threads} env threads", 256, 1000, [eager, on_gpu, "--population=256", t], 120),
+        Check(f"population 16, {gpu}, eager, {threads} env threads", 16, 3000, [eager, on_gpu, "--population=16", t], 90),
+        Check(f"single run, {gpu}, eager", 1, 3000, [eager, on_gpu], 90),
+        Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 90),
+    ]
+
+
+def table(results: list[Result], header: list[str]) -> str:
+    base = {r.check.what: r for r in results if r.check.what.startswith("single run, CPU") and r.wall}
+    eager = base.get("single run, CPU, eager")
+    lines = [
+        *header,
+        "| run | seeds | env steps per seed | wall s | total env steps/s, whole command | past start-up "
+        "| past start-up vs the CPU run, eager | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        c = r.check
+        rate = f"{c.seeds * c.steps / r.wall:.0f}" if r.wall and not c.what.startswith("DDP") else "-"
+        past = f"{r.past:.0f}" if r.past else "-"
+        vs = f"{r.past / eager.past:.2f}" if r.past and eager and eager.past else "-"
+        wall = "-" if r.wall is None else f"{r.wall:.1f}"
+        lines.append(f"| {c.what} | {c.seeds} | {c.steps} | {wall} | {rate} | {past} | {vs} | {r.note} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--populations", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu" / "gpu_check.md")
+    parser.add_argument("--out", type=Path, help="the result file (default: results/gpu/gpu_check.md; --quick: none)")
     parser.add_argument("--cpu-only", action="store_true", help="run the GPU rows on the CPU (no GPU here)")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, N = 2 only (a check of the script)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, three rows (a check of the script)")
+    parser.add_argument("--budget", type=float, default=400, help="no row starts after this many seconds")
+    parser.add_argument("--env-threads", type=int, default=max(2, min(14, (os.cpu_count() or 2) - 2)))
     args = parser.parse_args()
     gpu = "cpu" if args.cpu_only else "gpu"
-    single_steps, populations = (600, [2]) if args.quick else (5000, args.populations)
-    rows: list[tuple[str, int, int, float | None, str]] = []  # (what, seeds, steps per seed, seconds, note)
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, accelerator in enumerate(("cpu", gpu)):
-            cmd = fit(Path(tmp) / f"single{i}", single_steps, f"--trainer.accelerator={accelerator}")
-            rows.append((f"single run, {accelerator}", 1, single_steps, *timed(cmd, 150)))
-        for n in populations:
-            steps = 600 if args.quick else max(600, min(3000, 48000 // n))
-            cmd = fit(Path(tmp) / f"pop{n}", steps, f"--population={n}", f"--trainer.accelerator={gpu}")
-            rows.append((f"population {n}, {gpu}", n, steps, *timed(cmd, 200)))
-        cmd = fit(Path(tmp) / "ddp", 600, "--trainer.accelerator=cpu", "--trainer.devices=2")
-        rows.append(("DDP smoke, 2 CPU ranks", 2, 600, *timed(cmd, 120)))
     device = "no GPU (--cpu-only)"
     if not args.cpu_only:
         import torch
 
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "torch sees no GPU"
-    lines = [
+    header = [
         f"# GPU checks ({device})",
         "",
         f"{date.today().isoformat()}, {os.cpu_count()} CPUs; `python benchmarks/gpu_check.py"
-        f"{' --cpu-only' if args.cpu_only else ''}{' --quick' if args.quick else ''}`. {CONFIG}, eager update, "
-        "whole commands (start-up included), one torch thread per process.",
+        f"{' --cpu-only' if args.cpu_only else ''}{' --quick' if args.quick else ''} --budget {args.budget:.0f} "
+        f"--env-threads {args.env_threads}`. {CONFIG}, whole commands (start-up included), one torch thread per "
+        "process; past start-up: between the first evaluation (a quarter of the budget) and the last.",
         "",
-        "| run | seeds | env steps per seed | wall s | total env steps/s | note |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for what, seeds, steps, seconds, note in rows:
-        rate = f"{seeds * steps / seconds:.0f}" if seconds and not what.startswith("DDP") else "-"
-        lines.append(
-            f"| {what} | {seeds} | {steps} | {'-' if seconds is None else f'{seconds:.1f}'} | {rate} | {note} |"
-        )
-    text = "\n".join(lines) + "\n"
+    out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / "gpu" / "gpu_check.md")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, check in enumerate(checks(gpu, args.quick, args.env_threads)):
+            if time.perf_counter() - start > args.budget:
+                results.append(Result(check, note=f"not started: past the {args.budget:.0f} s budget"))
+            else:
+                results.append(run(check, Path(tmp) / f"row{i}"))
+            text = table(results, header)
+            if out is not None:
+                out.write_text(text)
+            print(results[-1].check.what, results[-1].wall, results[-1].past, results[-1].note, flush=True)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Collectors act; they never compute a loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -194,22 +194,28 @@ def drive(
 
 
 class StepThreads:
-    """Threads on which collections driven in lockstep take their steps at once, a share of them on each.
+    """``n`` threads on which collections driven in lockstep take their steps at once, a share of them on each:
+    the calling thread steps the first share itself, ``n - 1`` workers the others.
 
     MuJoCo releases the GIL while it simulates, so the physics of several environments runs in parallel (the
     Python around it takes turns). Each collection touches only its own environments, so the results are
-    those of stepping them in turn. The threads flush denormals if the thread that makes them does (the flag
+    those of stepping them in turn. The workers flush denormals if the thread that makes them does (the flag
     is per thread, and the physics must round as it would there)."""
 
     def __init__(self, n: int) -> None:
         flushed = bool((np.array([1e-40], np.float32) * np.float32(2.0))[0] == 0)
         self.n = n
-        self.pool = ThreadPoolExecutor(n, "env-step", initializer=torch.set_flush_denormal, initargs=(flushed,))
+        self.pool = ThreadPoolExecutor(n - 1, "env-step", initializer=torch.set_flush_denormal, initargs=(flushed,))
 
     def advance(self, moves: list[tuple[Stepper, Action]]) -> list[tuple[bool, Any]]:
         size = -(-len(moves) // min(self.n, len(moves)))  # a task per collection would cost more than it saves
-        parts = self.pool.map(_advance, [moves[i : i + size] for i in range(0, len(moves), size)])
-        return [outcome for part in parts for outcome in part]
+        shares = [moves[i : i + size] for i in range(0, len(moves), size)]
+        others = [self.pool.submit(_advance, share) for share in shares[1:]]
+        try:
+            outcomes = _advance(shares[0])
+        finally:  # never leave a worker stepping after this returns or raises (the environments may be closed)
+            wait(others)
+        return outcomes + [outcome for other in others for outcome in other.result()]
 
     def close(self) -> None:
         self.pool.shutdown()
