@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_meta_rl.buffer import StackedNorm
+from lightning_meta_rl.buffer import StackedBuffers, StackedNorm
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.population_args import check_population
@@ -61,6 +61,23 @@ class PopulationDataModule(RolloutDataModule):
         self.members = [RolloutDataModule(*args, **{**kwargs, "seed": self.seed + k}) for k in range(self.population)]
         for member in self.members:
             member.setup(stage)
+        self.stacked_buffers = self._stacked_buffers()
+        for member, buffer in zip(self.members, self.stacked_buffers.buffers, strict=True):
+            member.buffer = buffer
+
+    def _stacked_buffers(self) -> StackedBuffers:
+        """The members' replay buffers as one, on the device the population trains on."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        try:
+            return StackedBuffers(self.population, self.buffer_size, self.obs_dim, self.act_dim, device)
+        except torch.OutOfMemoryError:
+            per_row = 4 * (2 * self.obs_dim + self.act_dim + 2)
+            need = self.population * self.buffer_size * per_row / 2**30
+            raise ConfigError(
+                f"the replay buffers of {self.population} members of {self.buffer_size} transitions need {need:.1f} "
+                f"GiB on {device}, more than it has free; lower data.buffer_size (a buffer never holds more than "
+                f"data.total_env_steps transitions) or --population."
+            ) from None
 
     def teardown(self, stage: str) -> None:
         for member in self.members:
@@ -133,9 +150,22 @@ class PopulationDataModule(RolloutDataModule):
 
     def sample_stacked(self, batch_size: int, device: torch.device | None, members: list[int]) -> Batch:
         """One minibatch per given member from its own buffer (and its own sampling stream), stacked
-        ``[N, B, ...]``; the other members' rows are zeros (they do not step)."""
-        raw = {k: (k, self.members[k].sample_raw(batch_size)) for k in members}
-        return self.stacked(raw, self.population, device)
+        ``[N, B, ...]`` where the buffers are (one gather for all members); the other members' rows are zeros
+        (they do not step). Each member's rows are bit-identical to its own ``sample``."""
+        idx = torch.stack(
+            [self.members[k].buffer.sample_indices(batch_size, self.members[k].sample_rng) for k in members]
+        )
+        batch = self.stacked_buffers.gather(members, idx)
+        normalize, every = StackedNorm([self.members[k].normalizer for k in members]), list(range(len(members)))
+        batch = batch._replace(obs=normalize.tensor(every, batch.obs), next_obs=normalize.tensor(every, batch.next_obs))
+        if members != list(range(self.population)):  # the others' rows: zeros
+            full = [torch.zeros(self.population, *f.shape[1:], dtype=f.dtype, device=f.device) for f in batch]
+            for f, rows in zip(full, batch, strict=True):
+                f[members] = rows
+            batch = Batch(*full)
+        if device is not None and batch.obs.device != device:
+            batch = Batch(*(t.to(device, non_blocking=True) for t in batch))
+        return batch
 
     def stacked(self, raw: dict[int, tuple[int, Batch]], rows: int, device: torch.device | None) -> Batch:
         """Raw minibatches by row (row -> (member, minibatch)) as one ``[rows, B, ...]`` batch, each row's

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_rollout
 
-from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, StackedNorm, gather
+from lightning_meta_rl.buffer import ReplayBuffer, RunningNorm, StackedBuffers, StackedNorm, gather
 
 
 def slots(buf: ReplayBuffer) -> list[float]:
@@ -178,3 +178,30 @@ def test_stacked_norm_gives_each_member_its_own_normalizers_numbers_bit_for_bit(
     assert torch.equal(some[0], norms[2](torch.from_numpy(obs[2]))) and torch.equal(some[1], out[0])
     off = StackedNorm([RunningNorm(4, 5.0, enabled=False) for _ in range(2)])
     assert torch.equal(off([0, 1], np.stack(obs[:2])), torch.from_numpy(np.stack(obs[:2])))
+
+
+def test_stacked_buffers_are_each_members_own_buffer_and_gather_them_at_once() -> None:
+    """Three members' buffers as rows of one storage: each fills (and wraps around) as a buffer of its own, and
+    one gather of members 2 and 0 gives exactly the rows each buffer's own gather gives."""
+    stacked = StackedBuffers(3, 8, obs_dim=2, act_dim=1, device=torch.device("cpu"))
+    alone = [ReplayBuffer(8, obs_dim=2, act_dim=1) for _ in range(3)]
+    for k in range(3):
+        for buffer in (stacked.buffers[k], alone[k]):
+            buffer.add(make_rollout(5 + 3 * k, start=100 * k))  # member 2 wraps around
+    for k in range(3):
+        assert stacked.buffers[k].state_dict()["obs"].equal(alone[k].state_dict()["obs"]), k
+        assert (stacked.buffers[k].pos, stacked.buffers[k].size) == (alone[k].pos, alone[k].size)
+    idx = torch.tensor([[0, 7, 3, 3], [4, 1, 0, 2]])
+    got = stacked.gather([2, 0], idx)
+    for i, k in enumerate((2, 0)):
+        want = gather(alone[k], idx[i])
+        assert all(g[i].equal(w) for g, w in zip(got, want, strict=True)), k
+
+
+def test_a_stacked_members_saved_buffer_is_a_copy_on_the_host() -> None:
+    """What a checkpoint gets of a member's buffer does not change when the storage is written afterwards."""
+    stacked = StackedBuffers(2, 4, obs_dim=2, act_dim=1, device=torch.device("cpu"))
+    stacked.buffers[1].add(make_rollout(4))
+    state = stacked.buffers[1].state_dict()
+    stacked.buffers[1].add(make_rollout(4, start=50))
+    assert state["obs"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and state["obs"].device.type == "cpu"

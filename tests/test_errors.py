@@ -305,3 +305,19 @@ def test_the_thread_count_is_exported_for_ddp_ranks(tmp_path: Path, monkeypatch:
         assert os.environ["OMP_NUM_THREADS"] == "2"
     finally:
         torch.set_num_threads(before)
+
+
+def test_population_buffers_that_do_not_fit_the_device_are_refused_with_the_settings_to_lower(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU without room for the members' replay buffers (simulated: there is no GPU here) ends in a paragraph
+    naming the memory needed and what to lower, not an out-of-memory traceback."""
+    import lightning_meta_rl.population_data as population_data
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 27.60 GiB")
+
+    monkeypatch.setattr(population_data, "StackedBuffers", no_room)
+    msg = run_main(tmp_path, capsys, "--population=4", "--data.buffer_size=10000000")
+    assert "data.buffer_size" in msg and "--population" in msg
+    assert "1.3 GiB" in msg  # 4 members x 1e7 rows x 9 floats (Pendulum: 3 + 3 observation, 1 action, 2)
