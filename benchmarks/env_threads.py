@@ -11,6 +11,10 @@ machine whose cores are all busy with population processes it has nothing to run
     python benchmarks/env_threads.py --threads 1 4 15     # on a machine with more cores
     python benchmarks/env_threads.py --quick              # Pendulum, N = 2, prints only
 
+The file also gets a probe of the parts: one environment step of the config's environment and the MuJoCo
+physics in it, and N environments stepped in lockstep by the library's own driver (``rollout.drive``, random
+actions, no learning), in turn and on each thread count.
+
 Writes ``benchmarks/results/population/env_threads.md`` (``--name`` to change it); an earlier file is kept
 below the new one.
 """
@@ -64,6 +68,79 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def probe(config: str, members: int, thread_counts: list[int], steps: int = 1000, rounds: int = 3) -> list[str]:
+    """The parts: one environment step and its physics (us), and microseconds per lockstep step of ``members``
+    environments driven by ``rollout.drive`` in turn and on threads (medians over alternating rounds)."""
+    import mujoco
+    import numpy as np
+    import torch
+    import yaml
+
+    from lightning_meta_rl.envs import EnvRunner
+    from lightning_meta_rl.rollout import Action, Collector, StepThreads, drive
+
+    env_id = yaml.safe_load((ROOT / config).read_text())["data"]["env_id"]
+    runner = EnvRunner(env_id, None, 0)
+    runner.reset()
+    space = runner.env.action_space
+    actions = [space.sample() for _ in range(steps)]
+
+    def per_step(fn: object) -> float:
+        t = time.perf_counter()
+        for a in actions:
+            fn(a)  # type: ignore[operator]
+        return (time.perf_counter() - t) / steps * 1e6
+
+    def env_step(a: np.ndarray) -> None:
+        if runner.step(a).terminated:
+            runner.reset()
+
+    base = runner.env.unwrapped
+    model, data, skip = getattr(base, "model", None), getattr(base, "data", None), getattr(base, "frame_skip", 1)
+    step_us = statistics.median(per_step(env_step) for _ in range(rounds))
+    physics_us = None
+    if model is not None:
+        physics_us = statistics.median(
+            per_step(lambda a: mujoco.mj_step(model, data, nstep=skip)) for _ in range(rounds)
+        )
+    runner.close()
+
+    collectors = [Collector([EnvRunner(env_id, None, k)], lambda x: x) for k in range(members)]
+    generator = torch.Generator().manual_seed(0)
+    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+
+    def act(keys: list[int], obs: list[np.ndarray], started: list[list[int]]) -> list[Action]:
+        a = low + (high - low) * torch.rand((len(keys), 1, low.numel()), generator=generator)
+        return [Action(x, x) for x in a]
+
+    lockstep: dict[int, list[float]] = {t: [] for t in thread_counts}
+    for r in range(rounds):
+        for t in thread_counts if r % 2 == 0 else thread_counts[::-1]:
+            threads = StepThreads(t) if t > 1 else None
+            start = time.perf_counter()
+            drive([c.stepper(steps) for c in collectors], act, threads)
+            lockstep[t].append((time.perf_counter() - start) / steps * 1e6)
+            if threads is not None:
+                threads.close()
+    for c in collectors:
+        c.runners[0].close()
+    lines = [
+        "",
+        f"Probe (`rollout.drive`, random actions, {steps} lockstep steps, medians of {rounds} alternating rounds): "
+        f"one {env_id} step {step_us:.0f} us"
+        + (f", of which MuJoCo's physics (`mj_step`, {skip} substeps) {physics_us:.0f} us" if physics_us else "")
+        + ".",
+        "",
+        f"| env threads | us per lockstep step of {members} environments | vs in turn |",
+        "| --- | --- | --- |",
+    ]
+    first = statistics.median(lockstep[thread_counts[0]])
+    for t in thread_counts:
+        us = statistics.median(lockstep[t])
+        lines.append(f"| {t} | {us:.0f} | {first / us:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="conf/hopper_ddpg.yaml")
@@ -110,6 +187,7 @@ def main() -> None:
             f"| {t} | {total / statistics.median(walls[t]):.0f} | {statistics.median(ratios):.2f} "
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {load:.2f} |"
         )
+    lines += probe(args.config, args.population, args.threads, steps=200 if args.quick else 1000)
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:

@@ -66,7 +66,9 @@ def run(check: Check, run_dir: Path) -> Result:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **check.env}
     t = time.perf_counter()
     try:
-        done = subprocess.run(fit(run_dir, check), cwd=ROOT, env=env, capture_output=True, text=True, timeout=check.limit)
+        done = subprocess.run(
+            fit(run_dir, check), cwd=ROOT, env=env, capture_output=True, text=True, timeout=check.limit
+        )
     except subprocess.TimeoutExpired:
         return Result(check, note=f"over {check.limit:.0f} s")
     wall = time.perf_counter() - t
@@ -91,22 +93,44 @@ def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
     if quick:  # the script's own check: every kind of row, tiny
         return [
             Check("single run, CPU, eager", 1, 600, [eager, on_cpu], 120),
-            Check(f"population 2, {gpu}, eager, {threads} env threads", 2, 600, [eager, on_gpu, "--population=2", t], 120),
+            Check(
+                f"population 2, {gpu}, eager, {threads} env threads", 2, 600, [eager, on_gpu, "--population=2", t], 120
+            ),
             Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 120),
         ]
     graphs = {"TORCHINDUCTOR_CUDAGRAPHS": "1"}
     return [
         Check("single run, CPU, eager", 1, 8000, [eager, on_cpu], 90),
         Check(f"population 64, {gpu}, eager, environments in turn", 64, 2000, [eager, on_gpu, "--population=64"], 120),
-        Check(f"population 64, {gpu}, eager, {threads} env threads", 64, 2000, [eager, on_gpu, "--population=64", t], 90),
-        Check(f"population 64, {gpu}, compiled, {threads} env threads", 64, 3000, [compiled, on_gpu, "--population=64", t], 240),
+        Check(
+            f"population 64, {gpu}, eager, {threads} env threads", 64, 2000, [eager, on_gpu, "--population=64", t], 90
+        ),
+        Check(
+            f"population 64, {gpu}, compiled, {threads} env threads",
+            64,
+            3000,
+            [compiled, on_gpu, "--population=64", t],
+            240,
+        ),
         Check("single run, CPU, compiled", 1, 8000, [compiled, on_cpu], 120),
         Check(
-            f"population 64, {gpu}, compiled + CUDA graphs, {threads} env threads", 64, 3000,
-            [compiled, on_gpu, "--population=64", t], 240, graphs,
-        ),  # fmt: skip
-        Check(f"population 256, {gpu}, eager, {threads} env threads", 256, 1000, [eager, on_gpu, "--population=256", t], 120),
-        Check(f"population 16, {gpu}, eager, {threads} env threads", 16, 3000, [eager, on_gpu, "--population=16", t], 90),
+            f"population 64, {gpu}, compiled + CUDA graphs, {threads} env threads",
+            64,
+            3000,
+            [compiled, on_gpu, "--population=64", t],
+            240,
+            graphs,
+        ),
+        Check(
+            f"population 256, {gpu}, eager, {threads} env threads",
+            256,
+            1000,
+            [eager, on_gpu, "--population=256", t],
+            120,
+        ),
+        Check(
+            f"population 16, {gpu}, eager, {threads} env threads", 16, 3000, [eager, on_gpu, "--population=16", t], 90
+        ),
         Check(f"single run, {gpu}, eager", 1, 3000, [eager, on_gpu], 90),
         Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 90),
     ]

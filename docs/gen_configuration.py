@@ -26,6 +26,7 @@ def sources() -> dict[str, tuple[Any, list[tuple[str, str, Any]]]]:
     from lightning_meta_rl.config import MetaConfig, StudentConfig, TeacherConfig
     from lightning_meta_rl.datamodule import RolloutDataModule
     from lightning_meta_rl.module import MetaRLModule
+    from lightning_meta_rl.population_data import PopulationDataModule
 
     def fields(cls: Any) -> list[tuple[str, str, Any]]:
         return [(f.name, str(f.type), f.default) for f in dataclasses.fields(cls)]
@@ -41,6 +42,7 @@ def sources() -> dict[str, tuple[Any, list[tuple[str, str, Any]]]]:
         "model.meta": (MetaConfig, fields(MetaConfig)),
         "model": (MetaRLModule, arguments(MetaRLModule.__init__, ["utd_ratio", "compile"])),
         "data": (RolloutDataModule, arguments(RolloutDataModule.__init__, data_args)),
+        "data.population": (PopulationDataModule, arguments(PopulationDataModule.__init__, ["env_threads"])),
     }
 
 
