@@ -37,7 +37,7 @@ OUT = ROOT / "benchmarks" / "results" / "population" / "profile_breakdown.md"
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluation", ("PopulationModule._evaluate_members", "MetaRLModule.evaluate_and_record")),
     ("environment step (gymnasium + MuJoCo)", ("EnvRunner.step", "EnvRunner.reset")),
-    ("acting (actor call, noise)", ("PopulationModule.explore", "_act")),
+    ("acting (actor call, noise)", ("PopulationModule.explore", "act_after_resets")),
     ("collecting, the rest", ("Collector.stepper", "Collector._loop", "drive")),
     ("sampling minibatches", ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "stack_batches")),
     ("compiling the update (its first calls)", ("ConvertFrame.__call__", "ConvertFrameAssert.__call__")),

@@ -13,7 +13,7 @@ from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.population_args import check_population
 from lightning_meta_rl.ranks import gather_per_rank, own_rank
-from lightning_meta_rl.rollout import Action, Policy, Stepper, StepThreads, drive, packed
+from lightning_meta_rl.rollout import Action, Policy, Stepper, StepThreads, act_after_resets, drive, packed
 from lightning_meta_rl.types import Batch
 
 # acts for several members at once: (member indices, their normalized observations [members, E, obs], their
@@ -58,19 +58,20 @@ class PopulationDataModule(RolloutDataModule):
         if self.members:
             return
         args, kwargs = self.member_args
-        self.members = [RolloutDataModule(*args, **{**kwargs, "seed": self.seed + k}) for k in range(self.population)]
-        for member in self.members:
+        members = [RolloutDataModule(*args, **{**kwargs, "seed": self.seed + k}) for k in range(self.population)]
+        for member in members:
             member.setup(stage)
         self.stacked_buffers = self._stacked_buffers()
-        for member, buffer in zip(self.members, self.stacked_buffers.buffers, strict=True):
+        for member, buffer in zip(members, self.stacked_buffers.buffers, strict=True):
             member.buffer = buffer
+        self.members = members  # last: a setup that failed above is done again in full
 
     def _stacked_buffers(self) -> StackedBuffers:
         """The members' replay buffers as one, on the device the population trains on."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         try:
             return StackedBuffers(self.population, self.buffer_size, self.obs_dim, self.act_dim, device)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError from torch 2.5 on)
             per_row = 4 * (2 * self.obs_dim + self.act_dim + 2)
             need = self.population * self.buffer_size * per_row / 2**30
             raise ConfigError(
@@ -80,11 +81,11 @@ class PopulationDataModule(RolloutDataModule):
             ) from None
 
     def teardown(self, stage: str) -> None:
-        for member in self.members:
-            member.teardown(stage)
-        if self._threads is not None:
+        if self._threads is not None:  # first: no step may still run on an environment being closed
             self._threads.close()
             self._threads = None
+        for member in self.members:
+            member.teardown(stage)
 
     @property
     def env_steps(self) -> int:
@@ -125,7 +126,7 @@ class PopulationDataModule(RolloutDataModule):
         steppers = [self.members[k].eval_collector.episode_stepper(self.members[k].eval_episodes) for k in members]
 
         def act(keys: list[int], obs: torch.Tensor, started: list[list[int]]) -> list[Action]:
-            return [policies[k].act(o) for k, o in zip(keys, obs, strict=True)]
+            return [act_after_resets(policies[k], o, s) for k, o, s in zip(keys, obs, started, strict=True)]
 
         return self._drive(members, steppers, act, counted=False)
 

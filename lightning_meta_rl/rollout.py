@@ -6,7 +6,7 @@ Collectors act; they never compute a loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -94,7 +94,7 @@ class Collector:
             return done.value
         while True:
             # (outside the try: the policy's own errors are not the end)
-            action = _act(policy, self.normalize(torch.from_numpy(obs)), started)
+            action = act_after_resets(policy, self.normalize(torch.from_numpy(obs)), started)
             try:
                 obs, started = stepper.send(action)
             except StopIteration as done:
@@ -156,7 +156,8 @@ class Collector:
 Stepper = Generator[tuple[np.ndarray, list[int]], Action, tuple[list[tuple[Any, ...]], list[float]]]
 
 
-def _act(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
+def act_after_resets(policy: Policy, obs: torch.Tensor, started: list[int]) -> Action:
+    """The policy's action, once it is told which of its environments just started an episode."""
     for i in started:
         policy.reset(i)
     return policy.act(obs)
@@ -203,6 +204,8 @@ class StepThreads:
     is per thread, and the physics must round as it would there)."""
 
     def __init__(self, n: int) -> None:
+        if n < 2:
+            raise ValueError(f"StepThreads needs at least 2 threads (1 is stepping in turn: no threads), got {n}")
         flushed = bool((np.array([1e-40], np.float32) * np.float32(2.0))[0] == 0)
         self.n = n
         self.pool = ThreadPoolExecutor(n - 1, "env-step", initializer=torch.set_flush_denormal, initargs=(flushed,))
@@ -210,15 +213,17 @@ class StepThreads:
     def advance(self, moves: list[tuple[Stepper, Action]]) -> list[tuple[bool, Any]]:
         size = -(-len(moves) // min(self.n, len(moves)))  # a task per collection would cost more than it saves
         shares = [moves[i : i + size] for i in range(0, len(moves), size)]
-        others = [self.pool.submit(_advance, share) for share in shares[1:]]
+        others: list[Future[list[tuple[bool, Any]]]] = []
         try:
+            others += [self.pool.submit(_advance, share) for share in shares[1:]]
             outcomes = _advance(shares[0])
         finally:  # never leave a worker stepping after this returns or raises (the environments may be closed)
             wait(others)
         return outcomes + [outcome for other in others for outcome in other.result()]
 
     def close(self) -> None:
-        self.pool.shutdown()
+        """Waits for any step still running (an interrupted ``advance``), then ends the workers."""
+        self.pool.shutdown(wait=True)
 
 
 def _advance(moves: list[tuple[Stepper, Action]]) -> list[tuple[bool, Any]]:

@@ -315,7 +315,7 @@ def test_population_buffers_that_do_not_fit_the_device_are_refused_with_the_sett
     import lightning_meta_rl.population_data as population_data
 
     def no_room(*args: object, **kwargs: object) -> None:
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 27.60 GiB")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 27.60 GiB")
 
     monkeypatch.setattr(population_data, "StackedBuffers", no_room)
     msg = run_main(tmp_path, capsys, "--population=4", "--data.buffer_size=10000000")

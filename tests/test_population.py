@@ -450,15 +450,31 @@ def test_stacked_look_ahead_minibatches_are_each_members_own_bit_for_bit() -> No
 @pytest.mark.parametrize(
     "arm", [DDPG, ["--model.meta.samples=2", "--data.num_envs=2", *QUIET]], ids=["ddpg", "meta_k2"]
 )
-def test_members_stepped_on_threads_train_exactly_as_stepped_in_turn(tmp_path: Path, arm: list[str]) -> None:
+def test_members_stepped_on_threads_train_exactly_as_stepped_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arm: list[str]
+) -> None:
     """``--data.env_threads=2`` steps three members' environments on two threads (one takes two members):
     every collection, look-ahead episode and evaluation, and so every weight, is what stepping them in turn
     gives, bit for bit."""
+    import threading
+
+    from lightning_meta_rl.envs import EnvRunner
+
+    stepped_on: set[str] = set()
+    original = EnvRunner.step
+
+    def step(self: EnvRunner, action: Any) -> Any:
+        stepped_on.add(threading.current_thread().name.split("_")[0])
+        return original(self, action)
+
+    monkeypatch.setattr(EnvRunner, "step", step)
     runs = {}
     for threads in (1, 2):
+        stepped_on.clear()
         run = tmp_path / f"threads{threads}"
         args = [*arm, "--population=3", "--data.total_env_steps=1200", f"--data.env_threads={threads}"]
         runs[threads] = fit(run, *args)
+        assert stepped_on == ({"MainThread", "env-step"} if threads > 1 else {"MainThread"}), threads
     for seed in (0, 1, 2):
         assert curve(tmp_path / "threads2" / f"seed_{seed}" / "metrics.csv") == curve(
             tmp_path / "threads1" / f"seed_{seed}" / "metrics.csv"
@@ -486,6 +502,11 @@ def test_an_evaluation_in_lockstep_is_each_members_own_evaluation() -> None:
         return d
 
     together, alone = data(2), data(1)
+    for k in range(3):  # statistics of its own: a member normalized by another's would act otherwise
+        for d in (together, alone):
+            d.members[k].normalizer.update(
+                torch.randn(50, d.obs_dim, generator=torch.Generator().manual_seed(k)) * (k + 1)
+            )
     torch.manual_seed(0)
     scale = ActionScale(together.action_low, together.action_high)
     actors = {k: Actor(together.obs_dim, scale, [16], layer_norm=True) for k in range(3)}
@@ -526,3 +547,58 @@ def test_step_threads_flush_denormals_when_the_thread_that_makes_them_does() -> 
             assert seen == {made_flushed}, flush
     finally:
         torch.set_flush_denormal(before)
+
+
+def test_a_member_whose_evaluation_diverges_is_reported_and_the_others_are_evaluated() -> None:
+    """A policy acting non-finitely in its evaluation gives that member a TrainingDiverged (the module retires
+    it); the members evaluated with it get their episodes."""
+    from lightning_meta_rl.errors import TrainingDiverged
+    from lightning_meta_rl.policies import DeterministicPolicy
+    from lightning_meta_rl.population_data import PopulationDataModule
+    from lightning_meta_rl.rollout import Action
+
+    class NaNPolicy:
+        def act(self, obs: torch.Tensor) -> Action:
+            a = torch.full((obs.shape[0], 1), math.nan)
+            return Action(a, a)
+
+        def reset(self, index: int) -> None:
+            pass
+
+    data = PopulationDataModule(env_id="Pendulum-v1", total_env_steps=300, warmup_steps=10, eval_episodes=1, population=3, env_threads=2)  # fmt: skip
+    data.setup("fit")
+    actor = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Tanh())
+    got = data.evaluate_lockstep({0: DeterministicPolicy(actor), 1: NaNPolicy(), 2: DeterministicPolicy(actor)})
+    assert isinstance(got[1], TrainingDiverged)
+    assert len(got[0]) == len(got[2]) == 200 and len(got[0].episode_returns) == 1
+    data.teardown("fit")
+
+
+def test_step_threads_wait_for_every_share_before_passing_on_an_error() -> None:
+    """A share that raises (an environment failing) is passed on only once every other share has taken its
+    step: nothing may still step an environment that the caller then closes."""
+    import time
+
+    from lightning_meta_rl.rollout import Action, StepThreads
+
+    finished: list[int] = []
+
+    def stepper(k: int) -> Any:
+        yield None
+        if k == 0:
+            raise RuntimeError("environment 0 failed")
+        time.sleep(0.05)
+        finished.append(k)
+        yield None
+
+    steppers = [stepper(k) for k in range(4)]
+    for s in steppers:
+        next(s)
+    a = torch.zeros(1, 1)
+    threads = StepThreads(4)
+    try:
+        with pytest.raises(RuntimeError, match="environment 0 failed"):
+            threads.advance([(s, Action(a, a)) for s in steppers])
+        assert sorted(finished) == [1, 2, 3]
+    finally:
+        threads.close()
