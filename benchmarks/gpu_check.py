@@ -5,14 +5,16 @@ W&B off), each under its own time limit so that one failure does not cost the re
 
 1. one single-seed run on the CPU, eager and compiled (the baselines);
 2. ``--population=64`` on the GPU: eager with its environments stepped in turn and on ``--env-threads``
-   threads, compiled, and compiled with CUDA graphs (``TORCHINDUCTOR_CUDAGRAPHS=1``);
-3. ``--population=16`` and ``--population=256`` on the GPU, a single run on the GPU;
-4. a two-process DDP smoke run (CPU ranks).
+   threads, and compiled;
+3. ``--population=256`` and ``--population=16`` on the GPU, a single run on the GPU;
+4. ``--population=64`` compiled with CUDA graphs (``TORCHINDUCTOR_CUDAGRAPHS=1``; the note says if inductor
+   skipped them), and a two-process DDP smoke run (CPU ranks).
 
 Each command reports evaluations at a quarter of its budget and at its end, so besides its whole-command rate the
 table gives its rate past start-up (between the first and the last evaluation, from ``wall_time_s`` in the first
-seed's ``metrics.csv``): what a long run approaches. No new row starts after ``--budget`` seconds. The table is
-written after every row, to ``--out``, so that a run cut short keeps what it measured.
+seed's ``metrics.csv``): what a long run approaches. A row starts only if its time limit fits in what is left of
+``--budget`` seconds. The table is written after every row, to ``--out``, with each command's output beside it
+(``<out>_row<i>.log``), so that a run cut short keeps what it measured.
 
     python benchmarks/gpu_check.py --out "$OUT/gpu_check.md"      # on the GPU machine
     python benchmarks/gpu_check.py --cpu-only --quick              # here: the script's own check
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,20 +64,29 @@ def fit(run_dir: Path, check: Check) -> list[str]:
     return [*args, "--data.eval_episodes=1", *QUIET, *check.args]
 
 
-def run(check: Check, run_dir: Path) -> Result:
-    """One whole command: its wall seconds and its rate past start-up, or why it failed."""
+def run(check: Check, run_dir: Path, log: Path | None) -> Result:
+    """One whole command: its wall seconds and its rate past start-up, or why it failed. Its output goes to
+    ``log``; on a timeout its whole process group is ended (compile workers, DDP ranks)."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **check.env}
+    cmd = fit(run_dir, check)
     t = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        done = subprocess.run(
-            fit(run_dir, check), cwd=ROOT, env=env, capture_output=True, text=True, timeout=check.limit
-        )
+        output, _ = proc.communicate(timeout=check.limit)
     except subprocess.TimeoutExpired:
-        return Result(check, note=f"over {check.limit:.0f} s")
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        output += f"\n(killed after {check.limit:.0f} s)"
     wall = time.perf_counter() - t
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return Result(check, note=f"exit {done.returncode}: {' / '.join(tail)[:300]}")
+    if log is not None:
+        log.write_text(" ".join(cmd) + "\n\n" + output)
+    notes = [word for word in ("skipping cudagraphs", "overwritten by a subsequent") if word in output]
+    if proc.returncode != 0:
+        tail = output.strip().splitlines()[-3:]
+        what = f"over {check.limit:.0f} s" if wall >= check.limit else f"exit {proc.returncode}"
+        return Result(check, note=f"{what}: {' / '.join(tail)[:300]}")
     metrics = run_dir / ("metrics.csv" if check.seeds == 1 else "seed_0/metrics.csv")
     past = None
     if metrics.exists():
@@ -82,7 +94,7 @@ def run(check: Check, run_dir: Path) -> Result:
             rows = [(float(r["env_steps"]), float(r["wall_time_s"])) for r in csv.DictReader(f) if r.get("wall_time_s")]
         if len(rows) >= 2 and rows[-1][1] > rows[0][1]:
             past = check.seeds * (rows[-1][0] - rows[0][0]) / (rows[-1][1] - rows[0][1])
-    return Result(check, wall, past)
+    return Result(check, wall, past, "; ".join(f"the log says '{n}'" for n in notes))
 
 
 def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
@@ -99,39 +111,35 @@ def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
             Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 120),
         ]
     graphs = {"TORCHINDUCTOR_CUDAGRAPHS": "1"}
+    one = "--trainer.devices=1"  # a population trains on one device (several would ask for DDP)
+    pop = [on_gpu, one]
     return [
-        Check("single run, CPU, eager", 1, 8000, [eager, on_cpu], 90),
-        Check(f"population 64, {gpu}, eager, environments in turn", 64, 2000, [eager, on_gpu, "--population=64"], 120),
+        Check("single run, CPU, eager", 1, 8000, [eager, on_cpu, one], 90),
+        Check(f"population 64, {gpu}, eager, environments in turn", 64, 2000, [eager, *pop, "--population=64"], 120),
         Check(
-            f"population 64, {gpu}, eager, {threads} env threads", 64, 2000, [eager, on_gpu, "--population=64", t], 90
+            f"population 64, {gpu}, eager, {threads} env threads", 64, 2000, [eager, *pop, "--population=64", t], 120
         ),
         Check(
             f"population 64, {gpu}, compiled, {threads} env threads",
             64,
             3000,
-            [compiled, on_gpu, "--population=64", t],
-            240,
+            [compiled, *pop, "--population=64", t],
+            200,
         ),
-        Check("single run, CPU, compiled", 1, 8000, [compiled, on_cpu], 120),
+        Check("single run, CPU, compiled", 1, 8000, [compiled, on_cpu, one], 120),
+        Check(
+            f"population 256, {gpu}, eager, {threads} env threads", 256, 1000, [eager, *pop, "--population=256", t], 120
+        ),
+        Check(f"population 16, {gpu}, eager, {threads} env threads", 16, 3000, [eager, *pop, "--population=16", t], 90),
+        Check(f"single run, {gpu}, eager", 1, 3000, [eager, *pop], 90),
         Check(
             f"population 64, {gpu}, compiled + CUDA graphs, {threads} env threads",
             64,
             3000,
-            [compiled, on_gpu, "--population=64", t],
-            240,
+            [compiled, *pop, "--population=64", t],
+            200,
             graphs,
         ),
-        Check(
-            f"population 256, {gpu}, eager, {threads} env threads",
-            256,
-            1000,
-            [eager, on_gpu, "--population=256", t],
-            120,
-        ),
-        Check(
-            f"population 16, {gpu}, eager, {threads} env threads", 16, 3000, [eager, on_gpu, "--population=16", t], 90
-        ),
-        Check(f"single run, {gpu}, eager", 1, 3000, [eager, on_gpu], 90),
         Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 90),
     ]
 
@@ -160,7 +168,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="the result file (default: results/gpu/gpu_check.md; --quick: none)")
     parser.add_argument("--cpu-only", action="store_true", help="run the GPU rows on the CPU (no GPU here)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, three rows (a check of the script)")
-    parser.add_argument("--budget", type=float, default=400, help="no row starts after this many seconds")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=450,
+        help="seconds: a row is started only if its time limit fits in what is left",
+    )
     parser.add_argument("--env-threads", type=int, default=max(2, min(14, (os.cpu_count() or 2) - 2)))
     args = parser.parse_args()
     gpu = "cpu" if args.cpu_only else "gpu"
@@ -185,10 +198,11 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i, check in enumerate(checks(gpu, args.quick, args.env_threads)):
-            if time.perf_counter() - start > args.budget:
-                results.append(Result(check, note=f"not started: past the {args.budget:.0f} s budget"))
+            if time.perf_counter() - start + check.limit > args.budget:
+                results.append(Result(check, note=f"not started: its {check.limit:.0f} s limit would pass the budget"))
             else:
-                results.append(run(check, Path(tmp) / f"row{i}"))
+                log = None if out is None else out.parent / f"{out.stem}_row{i}.log"
+                results.append(run(check, Path(tmp) / f"row{i}", log))
             text = table(results, header)
             if out is not None:
                 out.write_text(text)
