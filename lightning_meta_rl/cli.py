@@ -280,6 +280,8 @@ def _usage_error(exc: ArgumentError, args: ArgsType) -> str:
     argv = [str(a) for a in args] if isinstance(args, list) else sys.argv[1:]
     subcommand = next((a for a in argv if a in LightningCLI.subcommands()), None)
     message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if "unrecognized arguments" in message and "data.env_threads" in message and requested_population(argv) == 1:
+        message += "; data.env_threads steps a population's members at once: it needs --population=N"
     return f"{message} (all options: {PROG} {subcommand + ' ' if subcommand else ''}--help)"
 
 

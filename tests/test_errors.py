@@ -321,3 +321,8 @@ def test_population_buffers_that_do_not_fit_the_device_are_refused_with_the_sett
     msg = run_main(tmp_path, capsys, "--population=4", "--data.buffer_size=10000000")
     assert "data.buffer_size" in msg and "--population" in msg
     assert "1.3 GiB" in msg  # 4 members x 1e7 rows x 9 floats (Pendulum: 3 + 3 observation, 1 action, 2)
+
+
+def test_env_threads_without_a_population_says_what_it_needs(tmp_path: Path, capsys) -> None:
+    msg = run_main(tmp_path, capsys, "--data.env_threads=2")
+    assert "data.env_threads" in msg and "--population=N" in msg
