@@ -13,11 +13,22 @@ W&B off), each under its own time limit so that one failure does not cost the re
 Each command reports evaluations at a quarter of its budget and at its end, so besides its whole-command rate the
 table gives its rate past start-up (between the first and the last evaluation, from ``wall_time_s`` in the first
 seed's ``metrics.csv``): what a long run approaches. A row starts only if its time limit fits in what is left of
-``--budget`` seconds. The table is written after every row, to ``--out``, with each command's output beside it
-(``<out>_row<i>.log``), so that a run cut short keeps what it measured.
+``--budget`` seconds. The table is written after every row, to ``--out``, and each command's output is added to
+a log beside it (``<out>.log``), so that a run cut short keeps what it measured.
 
-    python benchmarks/gpu_check.py --out "$OUT/gpu_check.md"      # on the GPU machine
     python benchmarks/gpu_check.py --cpu-only --quick              # here: the script's own check
+    python benchmarks/gpu_check.py --fetch-wheels                  # here, once: .whl/ for the GPU machine
+
+The GPU machine has PyTorch and Lightning but not the environments or the CLI's parser, and reaches no
+package index: ``--fetch-wheels`` downloads, for its Python 3.12, the wheels of the packages a run imports
+that it lacks (``MISSING``, at the versions installed here; about 12 MB) into ``.whl/``, which git ignores and
+the device tool carries. W&B is not among them: the checks run without a logger, and Lightning runs without
+W&B installed. The one device command (``carry: [".whl"]``, a timeout of about 480 s):
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+      && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && python3 benchmarks/gpu_check.py --out "$OUT/gpu_check.md"
+
+It writes the table and, beside it, ``gpu_check.log`` with every command's output.
 """
 
 from __future__ import annotations
@@ -81,7 +92,8 @@ def run(check: Check, run_dir: Path, log: Path | None) -> Result:
         output += f"\n(killed after {check.limit:.0f} s)"
     wall = time.perf_counter() - t
     if log is not None:
-        log.write_text(" ".join(cmd) + "\n\n" + output)
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n{output}\n\n")
     notes = [word for word in ("skipping cudagraphs", "overwritten by a subsequent") if word in output]
     if proc.returncode != 0:
         tail = output.strip().splitlines()[-3:]
@@ -163,6 +175,29 @@ def table(results: list[Result], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# what a fit imports that the GPU machine's image lacks (its package list: the device tool's KINDS.md)
+MISSING = (
+    "mujoco", "mujoco-core", "glfw", "gymnasium", "farama-notifications",
+    "omegaconf", "jsonargparse", "docstring-parser", "typeshed-client",
+)  # fmt: skip
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+
+def fetch_wheels(folder: Path) -> None:
+    """The wheels of MISSING, at the versions installed here, for the GPU machine's Python 3.12 (x86-64)."""
+    from importlib.metadata import version
+
+    exclude = ROOT / ".git" / "info" / "exclude"
+    if exclude.parent.exists() and "/.whl/" not in (exclude.read_text() if exclude.exists() else ""):
+        with open(exclude, "a") as f:
+            f.write("/.whl/\n")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
+    cmd += ["--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(folder)]
+    subprocess.run([*cmd, *(f"{name}=={version(name)}" for name in MISSING)], check=True)
+    size = sum(f.stat().st_size for f in folder.glob("*.whl")) / 1e6
+    print(f"{len(list(folder.glob('*.whl')))} wheels, {size:.1f} MB, in {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="the result file (default: results/gpu/gpu_check.md; --quick: none)")
@@ -175,7 +210,10 @@ def main() -> None:
         help="seconds: a row is started only if its time limit fits in what is left",
     )
     parser.add_argument("--env-threads", type=int, default=max(2, min(14, (os.cpu_count() or 2) - 2)))
+    parser.add_argument("--fetch-wheels", action="store_true", help="download .whl/ for the GPU machine, and stop")
     args = parser.parse_args()
+    if args.fetch_wheels:
+        return fetch_wheels(ROOT / ".whl")
     gpu = "cpu" if args.cpu_only else "gpu"
     device = "no GPU (--cpu-only)"
     if not args.cpu_only:
@@ -201,7 +239,7 @@ def main() -> None:
             if time.perf_counter() - start + check.limit > args.budget:
                 results.append(Result(check, note=f"not started: its {check.limit:.0f} s limit would pass the budget"))
             else:
-                log = None if out is None else out.parent / f"{out.stem}_row{i}.log"
+                log = None if out is None else out.with_suffix(".log")
                 results.append(run(check, Path(tmp) / f"row{i}", log))
             text = table(results, header)
             if out is not None:
