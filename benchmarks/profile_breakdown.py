@@ -1,8 +1,10 @@
 """Where a training command spends its time: a sampling profile (py-spy) of one whole command, summed into
-the parts of a training iteration.
+the parts of a training iteration. ``--past`` profiles a stretch of each command after its start-up instead
+(what a long run spends its time on).
 
 Each part is the share of all samples whose stack passes through a given function (first match in the order
-listed, so the parts do not overlap): stepping the environments (gymnasium and MuJoCo), acting (the actor
+listed, so the parts do not overlap): MuJoCo's physics, the rest of stepping the environments (gymnasium's
+Python, the trainer's checks), acting (the actor
 call and the noise), the rest of collecting (the collector's own Python: normalizing, checks, rows), sampling
 minibatches, compiling the update (torch.compile tracing it at its first calls), the update itself
 (``ddpg_step``, or the compiled code that stands for it), evaluation, and everything else (start-up: imports,
@@ -10,6 +12,7 @@ building the environments and networks; Lightning's loop). A rerun keeps the ear
 
     python benchmarks/profile_breakdown.py                    # --population=8 and one run, Hopper DDPG, eager
     python benchmarks/profile_breakdown.py --compile          # the same with the compiled update
+    python benchmarks/profile_breakdown.py --compile --past 45 25   # 25 s of each, from 45 s after its start
     python benchmarks/profile_breakdown.py --quick            # Pendulum, 2 seeds, 1500 steps; prints only
 
 Needs py-spy (``pip install -e ".[bench]"``). Writes ``benchmarks/results/population/profile_breakdown.md``.
@@ -21,14 +24,16 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
 
-from runlib import write_keeping_earlier
+from runlib import commit, write_keeping_earlier
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "population" / "profile_breakdown.md"
@@ -36,7 +41,8 @@ OUT = ROOT / "benchmarks" / "results" / "population" / "profile_breakdown.md"
 # is on its stack
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("evaluation", ("PopulationModule._evaluate_members", "MetaRLModule.evaluate_and_record")),
-    ("environment step (gymnasium + MuJoCo)", ("EnvRunner.step", "EnvRunner.reset")),
+    ("MuJoCo's physics (mj_step)", ("MujocoEnv._step_mujoco_simulation",)),
+    ("environment step, the rest (gymnasium's Python, checks)", ("EnvRunner.step", "EnvRunner.reset")),
     ("acting (actor call, noise)", ("PopulationModule.explore", "act_after_resets")),
     ("collecting, the rest", ("Collector.stepper", "Collector._loop", "drive")),
     ("sampling minibatches", ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "stack_batches")),
@@ -54,23 +60,36 @@ def command(run_dir: Path, config: str, steps: int, population: int, compile: bo
     return args + ([f"--population={population}"] if population > 1 else [])
 
 
-def profile(cmd: list[str], rate: int) -> Counter[str]:
-    """Samples per part of one run of ``cmd`` under py-spy."""
+def profile(cmd: list[str], rate: int, past: tuple[float, float] | None = None) -> Counter[str]:
+    """Samples per part of one run of ``cmd`` under py-spy; with ``past`` (wait, duration), only ``duration``
+    seconds of it from ``wait`` seconds after its start (the command is then stopped)."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit('profile_breakdown.py needs py-spy: pip install -e ".[bench]"')
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "samples.txt"
         env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(
-            [py_spy, "record", "-o", str(raw), "-f", "raw", "-r", str(rate), "--", *cmd],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed under py-spy:\n{done.stderr[-3000:]}")
+        record = [py_spy, "record", "-o", str(raw), "-f", "raw", "-r", str(rate)]
+        if past is None:
+            done = subprocess.run([*record, "--", *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed under py-spy:\n{done.stderr[-3000:]}")
+            return parts(raw.read_text())
+        log = Path(tmp) / "output.txt"
+        with open(log, "w") as out:
+            run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
+        try:
+            time.sleep(past[0])
+            if run.poll() is not None:
+                raise SystemExit(f"{' '.join(cmd)} ended before {past[0]:.0f} s:\n{log.read_text()[-3000:]}")
+            done = subprocess.run(
+                [*record, "--pid", str(run.pid), "--duration", str(int(past[1]))], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"py-spy could not record {' '.join(cmd)}:\n{done.stderr[-3000:]}")
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
         return parts(raw.read_text())
 
 
@@ -102,24 +121,40 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--compile", action="store_true", help="the compiled update (default: eager)")
     parser.add_argument("--quick", action="store_true", help="Pendulum, 2 seeds, 1500 steps; prints only")
+    parser.add_argument(
+        "--past",
+        type=float,
+        nargs=2,
+        metavar=("WAIT", "DURATION"),
+        help="profile DURATION seconds from WAIT seconds after each command starts (past its start-up; the "
+        "commands run on an endless budget and are stopped after)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.config, args.population, args.steps = "conf/pendulum.yaml", 2, 1500
     runs: dict[str, Counter[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, args.population):
+            steps = 10**8 if args.past else args.steps
             runs["one run" if n == 1 else f"--population={n}"] = profile(
-                command(Path(tmp) / f"n{n}", args.config, args.steps, n, args.compile), args.rate
+                command(Path(tmp) / f"n{n}", args.config, steps, n, args.compile), args.rate, args.past
             )
-    flags = f"--config {args.config} --population {args.population} --steps {args.steps}"
+    flags = f"--config {args.config} --population {args.population}"
+    flags += f" --past {args.past[0]:g} {args.past[1]:g}" if args.past else f" --steps {args.steps}"
     flags += " --compile" if args.compile else ""
+    what = (
+        f"{args.past[1]:g} s of each command from {args.past[0]:g} s after its start (past start-up)"
+        if args.past
+        else "one whole command each"
+    )
     text = [
         f"# Where the time goes: one run against --population={args.population} ({args.config})",
         "",
         f"{date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, one torch thread; "
-        f"`python benchmarks/profile_breakdown.py {flags}`: one whole command each "
+        f"`python benchmarks/profile_breakdown.py {flags}`: {what} "
         f"({'compiled' if args.compile else 'eager'} update, inductor cache as it was; no callbacks, "
-        f"no logger, evaluation only at the end), sampled by py-spy at {args.rate}/s. Share of all samples:",
+        f"no logger, evaluation only at the end), sampled by py-spy at {args.rate}/s; code at {commit()}. "
+        "Share of all samples:",
         "",
         *table(runs),
         "",

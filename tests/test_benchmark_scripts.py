@@ -103,6 +103,7 @@ def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None
         [
             "main (cli.py:1);PopulationModule._evaluate_members (p.py:2);EnvRunner.step (envs.py:3) 5",
             "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);EnvRunner.step (envs.py:3) 7",
+            "main (cli.py:1);drive (r.py:4);EnvRunner.step (envs.py:3);MujocoEnv._step_mujoco_simulation (m.py:1) 8",
             "main (cli.py:1);drive (r.py:4);Collector.stepper (r.py:5);RunningNorm.__call__ (b.py:6) 2",
             "main (cli.py:1);Learner.step (l.py:7);ddpg_step (l.py:8) 4",
             "main (cli.py:1);Learner.step (l.py:7);compile_wrapper (e.py:1);Runner.call (k.py:2) 6",
@@ -113,7 +114,8 @@ def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None
     counts = breakdown.parts(raw)
     assert counts == {
         "evaluation": 5,  # its environment steps belong to the evaluation
-        "environment step (gymnasium + MuJoCo)": 7,
+        "MuJoCo's physics (mj_step)": 8,
+        "environment step, the rest (gymnasium's Python, checks)": 7,
         "collecting, the rest": 2,
         "compiling the update (its first calls)": 9,  # tracing is not updating
         "update (ddpg_step)": 10,  # eager, and the compiled code's calls
