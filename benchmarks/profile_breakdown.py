@@ -45,7 +45,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("environment step, the rest (gymnasium's Python, checks)", ("EnvRunner.step", "EnvRunner.reset")),
     ("acting (actor call, noise)", ("PopulationModule.explore", "act_after_resets")),
     ("collecting, the rest", ("Collector.stepper", "Collector._loop", "drive")),
-    ("sampling minibatches", ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "stack_batches")),
+    (
+        "sampling minibatches",
+        ("PopulationDataModule.sample_stacked", "RolloutDataModule.sample", "PopulationDataModule.stacked"),
+    ),
     ("compiling the update (its first calls)", ("ConvertFrame.__call__", "ConvertFrameAssert.__call__")),
     ("update (ddpg_step)", ("ddpg_step", "Learner.step")),
 )

@@ -21,15 +21,6 @@ from lightning_meta_rl.types import Batch
 Act = Callable[[list[int], torch.Tensor, list[list[int]]], list[Action]]
 
 
-def stack_batches(batches: dict[int, Batch], population: int) -> Batch:
-    """Members' minibatches (by member index) as one ``[population, B, ...]`` batch; absent members' rows are
-    zeros (members that do not step)."""
-    first = next(iter(batches.values()))
-    return Batch.stack(
-        [batches[k] if k in batches else Batch(*map(torch.zeros_like, first)) for k in range(population)]
-    )
-
-
 class PopulationDataModule(RolloutDataModule):
     """The data of N members: one ``RolloutDataModule`` per seed (``seed + k``), each complete in itself.
 
@@ -156,31 +147,29 @@ class PopulationDataModule(RolloutDataModule):
         idx = torch.stack(
             [self.members[k].buffer.sample_indices(batch_size, self.members[k].sample_rng) for k in members]
         )
-        batch = self.stacked_buffers.gather(members, idx)
-        normalize, every = StackedNorm([self.members[k].normalizer for k in members]), list(range(len(members)))
-        batch = batch._replace(obs=normalize.tensor(every, batch.obs), next_obs=normalize.tensor(every, batch.next_obs))
-        if members != list(range(self.population)):  # the others' rows: zeros
-            full = [torch.zeros(self.population, *f.shape[1:], dtype=f.dtype, device=f.device) for f in batch]
-            for f, rows in zip(full, batch, strict=True):
-                f[members] = rows
-            batch = Batch(*full)
-        if device is not None and batch.obs.device != device:
-            batch = Batch(*(t.to(device, non_blocking=True) for t in batch))
-        return batch
+        return self._placed(self.stacked_buffers.gather(members, idx), members, members, self.population, device)
 
     def stacked(self, raw: dict[int, tuple[int, Batch]], rows: int, device: torch.device | None) -> Batch:
         """Raw minibatches by row (row -> (member, minibatch)) as one ``[rows, B, ...]`` batch, each row's
         observations normalized by its member's statistics (one operation for all rows; each row bit-identical
         to its member's own ``sample``); rows not given are zeros."""
-        given = list(raw)
         batch = Batch.stack([b for _, b in raw.values()])
-        normalize, every = StackedNorm([self.members[k].normalizer for k, _ in raw.values()]), list(range(len(given)))
-        batch = batch._replace(
-            obs=normalize(every, batch.obs.numpy()), next_obs=normalize(every, batch.next_obs.numpy())
-        )
+        return self._placed(batch, [k for k, _ in raw.values()], list(raw), rows, device)
+
+    def _placed(
+        self, batch: Batch, owners: list[int], given: list[int], rows: int, device: torch.device | None
+    ) -> Batch:
+        """Raw stacked minibatches (``batch`` row i drawn from member ``owners[i]``'s data) normalized by their
+        members' statistics in one operation, placed at rows ``given`` of ``rows`` (the others: zeros), on
+        ``device``."""
+        normalize, every = StackedNorm([self.members[k].normalizer for k in owners]), list(range(len(owners)))
+        batch = batch._replace(obs=normalize.tensor(every, batch.obs), next_obs=normalize.tensor(every, batch.next_obs))
         if given != list(range(rows)):  # the others' rows: zeros
-            batch = stack_batches({r: Batch(*(f[i] for f in batch)) for i, r in enumerate(given)}, rows)
-        if device is not None and device.type != "cpu":
+            full = [torch.zeros(rows, *f.shape[1:], dtype=f.dtype, device=f.device) for f in batch]
+            for f, drawn in zip(full, batch, strict=True):
+                f[given] = drawn
+            batch = Batch(*full)
+        if device is not None and batch.obs.device != device:
             batch = Batch(*(t.to(device, non_blocking=True) for t in batch))
         return batch
 
