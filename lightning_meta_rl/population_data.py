@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from lightning_meta_rl.buffer import StackedBuffers, StackedNorm
+from lightning_meta_rl.buffer import StackedBuffers, StackedNorm, field_shapes
 from lightning_meta_rl.datamodule import RolloutDataModule
 from lightning_meta_rl.errors import ConfigError, TrainingDiverged
 from lightning_meta_rl.population_args import check_population
@@ -63,7 +64,7 @@ class PopulationDataModule(RolloutDataModule):
         try:
             return StackedBuffers(self.population, self.buffer_size, self.obs_dim, self.act_dim, device)
         except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError from torch 2.5 on)
-            per_row = 4 * (2 * self.obs_dim + self.act_dim + 2)
+            per_row = 4 * sum(math.prod(shape) for shape in field_shapes(self.obs_dim, self.act_dim).values())
             need = self.population * self.buffer_size * per_row / 2**30
             raise ConfigError(
                 f"the replay buffers of {self.population} members of {self.buffer_size} transitions need {need:.1f} "
