@@ -213,3 +213,21 @@ def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_fi
     assert "compile start-up 30.0 s" in compiled  # the first compiled run's, not the median's 0.1
     slow = [r for r in runs if r.arm != "ddpg_compiled"] + [run("ddpg_compiled", r, 600) for r in range(3)]
     assert "(target >= 1.5: NOT met)" in next(line for line in ratio_lines(slow, "default") if "compiled" in line)
+
+
+def test_version_speed_takes_each_ratio_within_its_pair_and_refuses_unpaired_timings() -> None:
+    from version_speed import Timing, fit_args, ratios, table_rows
+
+    # the machine slows down between pairs: per-pair ratios stay 0.9, while a ratio of medians would not
+    assert ratios([9.0, 18.0, 90.0], [10.0, 20.0, 100.0]) == pytest.approx((0.9, 0.9, 0.9))
+    assert ratios([11.0, 9.0, 10.0], [10.0, 10.0, 10.0]) == pytest.approx((1.0, 0.9, 1.1))
+    with pytest.raises(ValueError, match="as many timings"):
+        ratios([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        ratios([], [])
+    wall, cpu = table_rows("s", [Timing(9.0, 18.0)], [Timing(10.0, 12.0)])
+    assert "| s | wall seconds | 10.0 | 9.0 | **0.900** |" in wall
+    assert "| s | cpu seconds | 12.0 | 18.0 | **1.500** |" in cpu
+    args = fit_args("conf/hopper.yaml", "compiled", 5000)
+    assert "--model.compile=true" in args and "--data.total_env_steps=5000" in args
+    assert "--model.compile=false" in fit_args("conf/hopper.yaml", "eager", 5000)
