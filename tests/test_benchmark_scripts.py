@@ -30,6 +30,7 @@ SCRIPTS = (
     "teacher_probe",
     "throughput",
     "update_speed",
+    "version_speed",
 )
 
 
