@@ -11,8 +11,9 @@ one member's slice between the two layouts; population checkpoints record the la
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +43,27 @@ class MemberLayerNorm(nn.LayerNorm):
 # the member form of each layer with parameters (layers without parameters run members as they are)
 MEMBER_FORM: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: MemberLinear, nn.LayerNorm: MemberLayerNorm}
 PLAIN_FORM = {member: plain for plain, member in MEMBER_FORM.items()}
+
+
+def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
+    """One module whose members are the given modules (alike in shape): a copy of the first whose every parameter
+    is ``[M, ...]``, member m's taken from ``modules[m]`` in the member layout, and whose linear and LayerNorm
+    layers take their member form; its inputs are ``[M, B, ...]``. A vector parameter of any other module becomes
+    rows ``[M, 1, d]``, which broadcast member by member where the module uses it elementwise; any other parameter
+    has no member form. Buffers are the first module's."""
+    out = copy.deepcopy(modules[0])
+    sources = [dict(m.named_parameters()) for m in modules]
+    for prefix, module in out.named_modules():
+        layer = type(module) in MEMBER_FORM
+        if layer:  # the same layer, run member by member (its state is unchanged)
+            module.__class__ = MEMBER_FORM[type(module)]
+        for name, p in list(module.named_parameters(recurse=False)):
+            if not layer and p.dim() != 1:
+                raise TypeError(f"no member form for the parameter '{name}' of {type(module).__name__}")
+            full = f"{prefix}.{name}" if prefix else name
+            stacked = torch.stack([to_member(module, name, src[full].detach()) for src in sources])
+            setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
+    return out
 
 
 def to_member(layer: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:

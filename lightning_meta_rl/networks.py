@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from lightning_meta_rl.members import (
-    MEMBER_FORM,
     PLAIN_FORM,
     MemberLinear,
     copy_members_,
     layers_of,
+    stack_modules,
     to_member,
     to_plain,
 )
@@ -197,17 +197,7 @@ class Student(nn.Module):
         """One student whose members are the given students (alike in shape; a seed population, or copies of
         one student): every parameter becomes ``[M, ...]``, member m's taken from ``students[m]``. Buffers (the
         action bounds) are the first student's."""
-        out = copy.deepcopy(students[0])
-        sources = [dict(s.named_parameters()) for s in students]
-        for prefix, module in out.named_modules():
-            if type(module) in MEMBER_FORM:  # the same layer, run member by member (its state is unchanged)
-                module.__class__ = MEMBER_FORM[type(module)]
-            elif any(True for _ in module.parameters(recurse=False)):
-                raise TypeError(f"no member form for the layer {type(module).__name__}")
-            for name, p in list(module.named_parameters(recurse=False)):
-                full = f"{prefix}.{name}" if prefix else name
-                stacked = torch.stack([to_member(module, name, src[full].detach()) for src in sources])
-                setattr(module, name, nn.Parameter(stacked, requires_grad=p.requires_grad))
+        out = cast(Student, stack_modules(students))
         out._params = None
         out.params()
         return out
@@ -271,11 +261,17 @@ class GaussianHead(nn.Module):
     def std(self) -> torch.Tensor:
         return self.log_std.exp() * self.scale.half_range
 
-    def sample(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """[B, C] -> [B, act] sampled, not clipped."""
+    def sample(
+        self, context: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """[B, C] -> [B, act] sampled, not clipped. A head of stacked members (``members.stack_modules``): [M, B, C]
+        -> [M, B, act], member m's noise drawn from ``generator[m]`` as member m's own head would draw it."""
         mean = self.mean(context)
-        noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
-        return mean + noise * self.std()
+        if isinstance(generator, Sequence):
+            noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generator])
+        else:
+            noise = torch.randn(mean.shape, generator=generator)
+        return mean + noise.to(mean.device, mean.dtype) * self.std()
 
     def log_prob(self, context: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """log pi_e(a | context), summed over action dimensions. -> [B]."""

@@ -19,6 +19,7 @@ checkpoint by ``python -m lightning_meta_rl.export`` (export.py). With W&B, each
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, cast
@@ -44,7 +45,7 @@ from lightning_meta_rl.population_steps import ddpg_iteration, meta_iteration
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.schedule import UpdateCredit
 from lightning_meta_rl.seed_runs import SeedRuns
-from lightning_meta_rl.teachers import LearnedTeacher
+from lightning_meta_rl.teachers import LearnedTeacher, TeacherStack
 from lightning_meta_rl.types import Rollout
 
 
@@ -196,10 +197,20 @@ class PopulationModule(MetaRLModule):
 
         return act
 
+    def explorer(self) -> Act:
+        """What acts in a collection of training data: ``explore``, with the members' teachers (Meta arm) stacked
+        as they are now, for one call of all of them per step (teachers change only between collections)."""
+        if not self.is_meta:
+            return self.explore
+        return functools.partial(self.explore, teachers=TeacherStack(cast(list[LearnedTeacher], self._explorers)))
+
     @torch.no_grad()
-    def explore(self, members: list[int], obs: torch.Tensor, started: list[list[int]]) -> list[Action]:
+    def explore(
+        self, members: list[int], obs: torch.Tensor, started: list[list[int]], teachers: TeacherStack | None = None
+    ) -> list[Action]:
         """One stacked actor call for every member's mu(s) (and Q(s, mu(s)) where a teacher reads it), then
-        each member's own exploration (its noise or teacher, and its noise stream)."""
+        each member's own exploration (its noise or teacher, and its noise stream): for Gaussian noise, and for
+        ``teachers`` while every member acts, one call for all members."""
         full = self._full(members, obs)
         mu = self.student.actor(full)
         q = self.student.critic(full, mu) if self.teacher_cfg.kind == "meta_state" else None
@@ -207,6 +218,9 @@ class PopulationModule(MetaRLModule):
         noise = self._explorers[members[0]]
         if isinstance(noise, GaussianNoise):  # stateless, every member's the same kind: all members at once
             return noise.act_members(mu[members], [data.members[k].noise_rng for k in members])
+        if teachers is not None and len(members) == self.population:  # (a learned teacher has no episode state)
+            views = [cast(Student, _MemberView(mu[k], None if q is None else q[k])) for k in members]
+            return teachers.act(full, views, [data.members[k].noise_rng for k in members])
         actions = []
         for k, o, envs in zip(members, obs, started, strict=True):
             exploration = self._explorers[k]

@@ -33,7 +33,7 @@ def meta_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
     cfg, start, device, K = pop.meta_cfg, data.env_steps, pop.device, pop.meta_cfg.samples
     # 1. D0 from each member's teacher as it is now: one segment of d0_steps per sample, each from its own
     # environment
-    d0s = pop.collected(data.collect_lockstep(pop.active(), K * cfg.d0_steps, pop.explore))
+    d0s = pop.collected(data.collect_lockstep(pop.active(), K * cfg.d0_steps, pop.explorer()))
     if not d0s:  # every member that collected was retired in it (the others had finished)
         return progress(data, d0s)
     active = list(d0s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from torch import nn
 from lightning_meta_rl.adam import make_adam
 from lightning_meta_rl.exploration import Exploration
 from lightning_meta_rl.losses import teacher_loss
+from lightning_meta_rl.members import stack_modules
 from lightning_meta_rl.networks import ActionScale, GaussianHead, Student
 from lightning_meta_rl.rollout import Action
 from lightning_meta_rl.types import Rollout
@@ -122,6 +123,27 @@ class LearnedTeacher(Exploration):
     def sigma(self) -> float:
         """The teacher's std in half action ranges, averaged over action dimensions."""
         return float(self.head.log_std.exp().mean())
+
+
+class TeacherStack:
+    """Every member's teacher of a population, as they are now, acting as one: their heads stacked
+    (``members.stack_modules``), so that one forward gives every member's mean action. The draws are each
+    member's own, so the actions equal each teacher's own ``act`` up to the float order of the stacked products.
+    A stack is a snapshot: make it anew after the teachers step."""
+
+    def __init__(self, teachers: Sequence[LearnedTeacher]) -> None:
+        self.teachers = list(teachers)
+        self.head = stack_modules([t.head for t in teachers])
+
+    @torch.no_grad()
+    def act(
+        self, obs: torch.Tensor, students: Sequence[Student], generators: Sequence[torch.Generator]
+    ) -> list[Action]:
+        """Member m acts on ``obs[m]`` ``[E, obs]`` around ``students[m]``, its noise drawn from ``generators[m]``."""
+        contexts = torch.stack([t.context(o, s) for t, o, s in zip(self.teachers, obs, students, strict=True)])
+        raw = cast(GaussianHead, self.head).sample(contexts, generators)
+        executed = self.teachers[0].scale.clip(raw)
+        return [Action(raw[m], executed[m], contexts[m]) for m in range(len(self.teachers))]
 
 
 class _Distribution(nn.Module):

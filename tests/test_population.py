@@ -602,3 +602,38 @@ def test_step_threads_wait_for_every_share_before_passing_on_an_error() -> None:
         assert sorted(finished) == [1, 2, 3]
     finally:
         threads.close()
+
+
+@pytest.mark.parametrize("kind", ["meta", "meta_state", "meta_variance"])
+def test_the_members_teachers_acting_as_one_act_as_each_teacher_alone(kind: str) -> None:
+    # a population's D0 asks every member's teacher at once (their heads stacked): each member's context,
+    # noise draws and actions must be those of its own teacher's act, up to the float order of the stacked
+    # products, and each member's noise stream must advance as its own act advances it
+    from lightning_meta_rl.config import TeacherConfig
+    from lightning_meta_rl.exploration import build_exploration
+    from lightning_meta_rl.networks import ActionScale, Student
+    from lightning_meta_rl.teachers import TeacherStack
+
+    scale = ActionScale([-1.0, 0.0], [2.0, 0.5])
+    cfg = TeacherConfig(kind=kind, sigma=0.3)
+    teachers, students = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        students.append(Student(4, scale, [8, 8], True))
+        teacher = build_exploration(cfg, 4, scale, True)
+        with torch.no_grad():  # teachers unlike their initial selves and each other, log-std included
+            for p in teacher.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        if kind == "meta_state":  # each member's own Q statistics
+            teacher.q_mean, teacher.q_std = float(seed), 1.0 + seed
+        teachers.append(teacher)
+    obs = torch.randn(3, 2, 4)
+    streams = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
+    together = TeacherStack(teachers).act(obs, students, streams)
+    for m, seed in enumerate((5, 6, 7)):
+        own = torch.Generator().manual_seed(seed)
+        alone = teachers[m].act(obs[m], students[m], own)
+        for got, expected in zip(together[m], alone, strict=True):  # raw, executed, context
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+        assert torch.equal(torch.randn(3, generator=streams[m]), torch.randn(3, generator=own))
+    assert not torch.allclose(together[0].raw, together[1].raw)
