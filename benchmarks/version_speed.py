@@ -1,6 +1,7 @@
-"""Is a single run as fast with the working tree as with an earlier commit? Whole commands, timed from outside.
+"""Is a run as fast with the working tree as with an earlier commit? Whole commands, timed from outside.
 
-Checks out ``--base`` in a temporary git worktree and runs the same single-seed fit with both versions in turn
+Checks out ``--base`` in a temporary git worktree and runs the same fit (one seed, or ``--population N``) with
+both versions in turn
 (base, ours, base, ours, ...), one process at a time, each with one torch thread and a fresh run directory.
 Each process is timed whole, start-up and compiling included: wall seconds around it, and its CPU seconds
 (user + system) as the operating system accounts them for the finished child. The ratio ours / base is taken
@@ -10,9 +11,11 @@ cache of both versions, and the page cache).
 
     python benchmarks/version_speed.py --base 02b6921                 # Hopper DDPG and Meta, eager and compiled
     python benchmarks/version_speed.py --base 3f172b0 --configs conf/hopper_ddpg.yaml --modes eager --pairs 4
+    python benchmarks/version_speed.py --base 715f9be --configs conf/hopper.yaml --population 8   # eight seeds
     python benchmarks/version_speed.py --base HEAD --quick            # Pendulum, 2000 steps, one pair; prints only
 
-Writes ``benchmarks/results/version_speed/<base>.md`` (an earlier run of the same base is kept below).
+Writes ``benchmarks/results/version_speed/<base>.md`` (``<base>_population<N>.md`` with ``--population``; an
+earlier run of the same base is kept below).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class Timing(NamedTuple):
     cpu: float
 
 
-def fit_args(config: str, mode: str, steps: int) -> list[str]:
+def fit_args(config: str, mode: str, steps: int, population: int | None = None) -> list[str]:
     """The fit's arguments after ``python -m lightning_meta_rl`` (the run directory is added per run)."""
     return [
         "fit",
@@ -56,6 +59,7 @@ def fit_args(config: str, mode: str, steps: int) -> list[str]:
         f"--model.compile={'true' if mode == 'compiled' else 'false'}",
         f"--data.total_env_steps={steps}",
         *QUIET,
+        *([] if population is None else [f"--population={population}"]),
     ]
 
 
@@ -118,6 +122,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
     parser.add_argument("--steps", type=int, default=20000, help="env steps of each fit, warm-up included")
     parser.add_argument("--pairs", type=int, default=3, help="counted pairs per setting (after one uncounted)")
+    parser.add_argument("--population", type=int, default=None, help="N seeds in one process (default: one seed)")
     parser.add_argument("--quick", action="store_true", help="Pendulum eager, 2000 steps, one pair; prints only")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/version_speed/<base>.md")
     args = parser.parse_args()
@@ -133,7 +138,7 @@ def main() -> None:
         try:
             for config in args.configs:
                 for mode in args.modes:
-                    fit = fit_args(config, mode, args.steps)
+                    fit = fit_args(config, mode, args.steps, args.population)
                     ours: list[Timing] = []
                     base: list[Timing] = []
                     for k in range(args.pairs + 1):
@@ -149,12 +154,13 @@ def main() -> None:
             shutil.rmtree(tree, ignore_errors=True)
             subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
     command = "python benchmarks/version_speed.py " + " ".join(sys.argv[1:])
+    seeds = "one seed" if args.population is None else f"`--population={args.population}`"
     text = "\n".join(
         [
-            f"# A single run's whole command: the code at {ours_rev} against {base_rev}",
+            f"# Whole commands, {seeds}: the code at {ours_rev} against {base_rev}",
             "",
             f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} CPUs, one torch thread; "
-            f"`{command}`. Each fit: {args.steps} env steps, one seed, no logger, no callbacks, one reporting "
+            f"`{command}`. Each fit: {args.steps} env steps per seed, {seeds}, no logger, no callbacks, one reporting "
             f"evaluation at the end. {args.pairs} counted pairs per setting (base, then ours), after one "
             "uncounted pair. Ratio: ours / base, pair by pair (below 1: ours is faster).",
             "",
@@ -166,7 +172,8 @@ def main() -> None:
     )
     print(text)
     if not args.quick:
-        write_keeping_earlier(args.out or ROOT / "benchmarks" / "results" / "version_speed" / f"{base_rev}.md", text)
+        name = base_rev if args.population is None else f"{base_rev}_population{args.population}"
+        write_keeping_earlier(args.out or ROOT / "benchmarks" / "results" / "version_speed" / f"{name}.md", text)
 
 
 if __name__ == "__main__":

@@ -231,3 +231,5 @@ def test_version_speed_takes_each_ratio_within_its_pair_and_refuses_unpaired_tim
     args = fit_args("conf/hopper.yaml", "compiled", 5000)
     assert "--model.compile=true" in args and "--data.total_env_steps=5000" in args
     assert "--model.compile=false" in fit_args("conf/hopper.yaml", "eager", 5000)
+    assert not [a for a in args if "population" in a]
+    assert fit_args("conf/hopper.yaml", "eager", 5000, 8)[-1] == "--population=8"
