@@ -27,6 +27,7 @@ SCRIPTS = (
     "profile_breakdown",
     "reproduce",
     "study_speed",
+    "teacher_acting",
     "teacher_probe",
     "throughput",
     "update_speed",
