@@ -4,7 +4,8 @@ teachers acting as one (``teachers.TeacherStack``: their heads stacked, remade f
 Hopper-v5's sizes and the default networks (64-64 with LayerNorm), eight members, one environment each. Each
 arm collects a D0 of 200 steps (``meta.d0_steps``' default) per round: ``in turn`` asks each member's teacher
 for its action at every step, as the population did before 2026-12-07; ``as one`` makes the stack once and asks
-it once per step, the stack's making included. Rounds alternate the arms; medians over rounds; one torch thread.
+it once per step, the stack's making included. Each member's mu(s) and Q(s, mu(s)) are given, as the population
+computes them for all members in one call before its teachers act. Rounds alternate the arms; medians over rounds; one torch thread.
 
     python benchmarks/teacher_acting.py           # writes benchmarks/results/population/teacher_acting.md
     python benchmarks/teacher_acting.py --quick   # a short run; prints only
@@ -19,6 +20,8 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import torch
 from runlib import commit, write_keeping_earlier
@@ -33,15 +36,20 @@ OBS, ACT, HIDDEN, D0_STEPS = 11, 3, [64, 64], 200
 
 
 def members(kind: str, n: int) -> tuple[list[LearnedTeacher], list[Student]]:
+    """n teachers of ``kind``, and the students they act around as a population hands them over: each member's
+    mu(s) and Q(s, mu(s)) computed already (by one stacked call per step, the same for both arms)."""
     scale = ActionScale([-1.0] * ACT, [1.0] * ACT)
-    teachers, students = [], []
+    teachers: list[LearnedTeacher] = []
     for seed in range(n):
         torch.manual_seed(seed)
-        students.append(Student(OBS, scale, HIDDEN, True))
         teacher = build_exploration(TeacherConfig(kind=kind), OBS, scale, True)
         assert isinstance(teacher, LearnedTeacher)
         teachers.append(teacher)
-    return teachers, students
+    mu, q = torch.rand(n, 1, ACT) * 2 - 1, torch.randn(n, 1)
+    views = [
+        SimpleNamespace(actor=lambda obs, m=m: m, critic=lambda obs, a, v=v: v) for m, v in zip(mu, q, strict=True)
+    ]
+    return teachers, cast(list[Student], views)
 
 
 def d0(kind: str, n: int, together: bool) -> Callable[[], None]:
