@@ -50,7 +50,13 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     is ``[M, ...]``, member m's taken from ``modules[m]`` in the member layout, and whose linear and LayerNorm
     layers take their member form; its inputs are ``[M, B, ...]``. A vector parameter of any other module becomes
     rows ``[M, 1, d]``, which broadcast member by member where the module uses it elementwise; any other parameter
-    has no member form. Buffers are the first module's."""
+    has no member form. Buffers are kept once, so they must be equal in every module (action bounds, a fixed
+    log-std)."""
+    first = dict(modules[0].named_buffers())
+    for module in modules[1:]:
+        for name, b in module.named_buffers():
+            if not torch.equal(b, first[name]):
+                raise ValueError(f"the buffer '{name}' differs between the modules: a stacked module keeps one")
     out = copy.deepcopy(modules[0])
     sources = [dict(m.named_parameters()) for m in modules]
     for prefix, module in out.named_modules():

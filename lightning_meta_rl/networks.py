@@ -262,13 +262,19 @@ class GaussianHead(nn.Module):
         return self.log_std.exp() * self.scale.half_range
 
     def sample(
-        self, context: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+        self, context: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator | None] | None = None
     ) -> torch.Tensor:
         """[B, C] -> [B, act] sampled, not clipped. A head of stacked members (``members.stack_modules``): [M, B, C]
-        -> [M, B, act], member m's noise drawn from ``generator[m]`` as member m's own head would draw it."""
+        -> [M, B, act], one generator per member: member m's noise drawn from ``generator[m]`` as member m's own
+        head would draw it; a member whose generator is None draws nothing (its row is the mean)."""
         mean = self.mean(context)
         if isinstance(generator, Sequence):
-            noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generator])
+            if mean.dim() != 3 or len(generator) != mean.shape[0]:
+                raise ValueError(f"one generator per member of a stacked head: {len(generator)} for {list(mean.shape)}")
+            shape = mean.shape[1:]
+            noise = torch.stack(
+                [torch.zeros(shape) if g is None else torch.randn(shape, generator=g) for g in generator]
+            )
         else:
             noise = torch.randn(mean.shape, generator=generator)
         return mean + noise.to(mean.device, mean.dtype) * self.std()

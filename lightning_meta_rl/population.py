@@ -5,7 +5,8 @@ teacher or noise, noise and minibatch streams, replay buffer, observation statis
 ``RolloutDataModule`` per member, seeded as that single run would be). What is shared is the computation: the
 N students are one stacked student (``Student.stack``), each iteration's student updates are stacked
 ``ddpg_step`` calls on the members' own minibatches, and acting is one stacked actor call for all members per
-step (their environments stepped in turn), then each member's own noise or teacher.
+step (their environments stepped in turn), then each member's own noise or teacher (Gaussian noise and the
+teachers also as one call for all members: ``explorer``).
 
 Members earn updates by the steps they collect. Where that differs (the Meta arm's D1 and R(pi) are whole
 episodes of different lengths), a member with fewer updates due sits out the remaining steps unchanged:
@@ -209,8 +210,8 @@ class PopulationModule(MetaRLModule):
         self, members: list[int], obs: torch.Tensor, started: list[list[int]], teachers: TeacherStack | None = None
     ) -> list[Action]:
         """One stacked actor call for every member's mu(s) (and Q(s, mu(s)) where a teacher reads it), then
-        each member's own exploration (its noise or teacher, and its noise stream): for Gaussian noise, and for
-        ``teachers`` while every member acts, one call for all members."""
+        each member's own exploration (its noise or teacher, and its noise stream): for Gaussian noise and for
+        ``teachers``, one call for all members."""
         full = self._full(members, obs)
         mu = self.student.actor(full)
         q = self.student.critic(full, mu) if self.teacher_cfg.kind == "meta_state" else None
@@ -218,9 +219,9 @@ class PopulationModule(MetaRLModule):
         noise = self._explorers[members[0]]
         if isinstance(noise, GaussianNoise):  # stateless, every member's the same kind: all members at once
             return noise.act_members(mu[members], [data.members[k].noise_rng for k in members])
-        if teachers is not None and len(members) == self.population:  # (a learned teacher has no episode state)
+        if teachers is not None:  # (a learned teacher has no episode state to reset)
             views = [cast(Student, _MemberView(mu[k], None if q is None else q[k])) for k in members]
-            return teachers.act(full, views, [data.members[k].noise_rng for k in members])
+            return teachers.act(members, obs.to(full.device), views, [data.members[k].noise_rng for k in members])
         actions = []
         for k, o, envs in zip(members, obs, started, strict=True):
             exploration = self._explorers[k]

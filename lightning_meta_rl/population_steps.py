@@ -1,9 +1,9 @@
 """One iteration of either arm for every member of a population (``--population``).
 
 The Meta arm's steps are those of ``MetaRLModule.meta_iteration``, with K teacher samples per member, each done for
-all members at once where it can be: D0 is collected in lockstep with one stacked student call per step; the
-members' look-ahead students are one stacked copy (K per member) trained by one ``ddpg_step`` per update, each on
-its own D0 segment; D1 and R(pi) are the members' episodes in lockstep (members whose episodes end sooner drop out
+all members at once where it can be: D0 is collected in lockstep with one stacked student call and one call of
+the members' stacked teachers per step; the members' look-ahead students are one stacked copy (K per member)
+trained by one ``ddpg_step`` per update, each on its own D0 segment; D1 and R(pi) are the members' episodes in lockstep (members whose episodes end sooner drop out
 of the batched call), one pass per sample; each member's teacher takes its own step on its own meta-rewards; the
 student updates follow each member's own update credit (``member_updates``, both arms).
 """
@@ -129,7 +129,7 @@ def ddpg_iteration(pop: PopulationModule, data: PopulationDataModule) -> dict[st
     start = data.env_steps
     if pop.teacher_cfg.kind == "param":  # it perturbs the plain actors: they take the members' current weights
         pop._sync_actors()
-    d0s = pop.collected(data.collect_lockstep(pop.active(), pop.meta_cfg.d0_steps, pop.explore))
+    d0s = pop.collected(data.collect_lockstep(pop.active(), pop.meta_cfg.d0_steps, pop.explorer()))
     if not d0s:  # every member that collected was retired in it (the others had finished)
         return progress(data, d0s)
     for k, d0 in d0s.items():

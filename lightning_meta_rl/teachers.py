@@ -137,13 +137,19 @@ class TeacherStack:
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, students: Sequence[Student], generators: Sequence[torch.Generator]
+        self, members: list[int], obs: torch.Tensor, students: Sequence[Student], generators: Sequence[torch.Generator]
     ) -> list[Action]:
-        """Member m acts on ``obs[m]`` ``[E, obs]`` around ``students[m]``, its noise drawn from ``generators[m]``."""
-        contexts = torch.stack([t.context(o, s) for t, o, s in zip(self.teachers, obs, students, strict=True)])
-        raw = cast(GaussianHead, self.head).sample(contexts, generators)
+        """The given members act: ``members[i]`` on ``obs[i]`` ``[E, obs]`` around ``students[i]``, its noise drawn
+        from ``generators[i]``. The other members' rows are zeros that draw nothing."""
+        own = [self.teachers[k].context(o, s) for k, o, s in zip(members, obs, students, strict=True)]
+        contexts = own[0].new_zeros(len(self.teachers), *own[0].shape)
+        contexts[members] = torch.stack(own)
+        streams: list[torch.Generator | None] = [None] * len(self.teachers)
+        for k, g in zip(members, generators, strict=True):
+            streams[k] = g
+        raw = cast(GaussianHead, self.head).sample(contexts, streams)[members]
         executed = self.teachers[0].scale.clip(raw)
-        return [Action(raw[m], executed[m], contexts[m]) for m in range(len(self.teachers))]
+        return [Action(raw[i], executed[i], own[i]) for i in range(len(members))]
 
 
 class _Distribution(nn.Module):

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 
 from lightning_meta_rl.networks import ActionScale, Actor, Critic, GaussianHead, Student
 from lightning_meta_rl.policies import UniformPolicy
@@ -132,3 +133,33 @@ def test_student_params_are_each_copys_own(scale: ActionScale) -> None:
         assert _same_tensors(nets.critic_target, other.critic_target)
     moved = student.to(torch.float64)  # in place: the cache still holds the module's parameters
     assert _same_tensors(list(moved.params().critic.values()), moved.critic)
+
+
+def test_stacking_modules_stacks_layers_and_vectors_and_refuses_what_it_cannot_stack() -> None:
+    from lightning_meta_rl.members import stack_modules
+
+    class Scaled(nn.Module):  # a vector parameter used elementwise, and a buffer
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3, width)
+            self.gain = nn.Parameter(torch.randn(width))
+            self.register_buffer("offset", torch.ones(width))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) * self.gain + self.offset
+
+    torch.manual_seed(0)
+    plain = [Scaled(4), Scaled(4)]
+    stacked = stack_modules(plain)
+    assert stacked.gain.shape == (2, 1, 4)  # rows, broadcast member by member
+    x = torch.randn(2, 5, 3)
+    out = stacked(x)
+    for m in range(2):
+        torch.testing.assert_close(out[m], plain[m](x[m]))
+    plain[1].offset.fill_(2.0)  # a buffer kept once must be the same in every module
+    with pytest.raises(ValueError, match="buffer 'offset' differs"):
+        stack_modules(plain)
+    matrix = nn.Module()
+    matrix.weight = nn.Parameter(torch.randn(2, 2))  # a matrix outside a layer with a member form
+    with pytest.raises(TypeError, match="no member form for the parameter 'weight'"):
+        stack_modules([matrix, matrix])

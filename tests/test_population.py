@@ -604,36 +604,41 @@ def test_step_threads_wait_for_every_share_before_passing_on_an_error() -> None:
         threads.close()
 
 
-@pytest.mark.parametrize("kind", ["meta", "meta_state", "meta_variance"])
-def test_the_members_teachers_acting_as_one_act_as_each_teacher_alone(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "learn_std"), [("meta", False), ("meta", True), ("meta_state", True), ("meta_variance", True)]
+)
+def test_the_members_teachers_acting_as_one_act_as_each_teacher_alone(kind: str, learn_std: bool) -> None:
     # a population's D0 asks every member's teacher at once (their heads stacked): each member's context,
     # noise draws and actions must be those of its own teacher's act, up to the float order of the stacked
-    # products, and each member's noise stream must advance as its own act advances it
+    # products, and each member's noise stream must advance as its own act advances it; members that do not
+    # act (retired, finished) draw nothing
     from lightning_meta_rl.config import TeacherConfig
     from lightning_meta_rl.exploration import build_exploration
     from lightning_meta_rl.networks import ActionScale, Student
     from lightning_meta_rl.teachers import TeacherStack
 
     scale = ActionScale([-1.0, 0.0], [2.0, 0.5])
-    cfg = TeacherConfig(kind=kind, sigma=0.3)
+    cfg = TeacherConfig(kind=kind, sigma=0.3, learn_std=learn_std)
     teachers, students = [], []
     for seed in range(3):
         torch.manual_seed(seed)
         students.append(Student(4, scale, [8, 8], True))
         teacher = build_exploration(cfg, 4, scale, True)
-        with torch.no_grad():  # teachers unlike their initial selves and each other, log-std included
+        with torch.no_grad():  # teachers unlike their initial selves and each other (a learned log-std too)
             for p in teacher.parameters():
                 p.add_(torch.randn_like(p) * 0.3)
         if kind == "meta_state":  # each member's own Q statistics
             teacher.q_mean, teacher.q_std = float(seed), 1.0 + seed
         teachers.append(teacher)
     obs = torch.randn(3, 2, 4)
-    streams = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
-    together = TeacherStack(teachers).act(obs, students, streams)
-    for m, seed in enumerate((5, 6, 7)):
-        own = torch.Generator().manual_seed(seed)
-        alone = teachers[m].act(obs[m], students[m], own)
-        for got, expected in zip(together[m], alone, strict=True):  # raw, executed, context
-            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
-        assert torch.equal(torch.randn(3, generator=streams[m]), torch.randn(3, generator=own))
-    assert not torch.allclose(together[0].raw, together[1].raw)
+    for members in ([0, 1, 2], [0, 2]):
+        streams = [torch.Generator().manual_seed(5 + k) for k in members]
+        together = TeacherStack(teachers).act(members, obs[members], [students[k] for k in members], streams)
+        assert len(together) == len(members)
+        for i, k in enumerate(members):
+            own = torch.Generator().manual_seed(5 + k)
+            alone = teachers[k].act(obs[k], students[k], own)
+            for got, expected in zip(together[i], alone, strict=True):  # raw, executed, context
+                torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+            assert torch.equal(torch.randn(3, generator=streams[i]), torch.randn(3, generator=own))
+        assert not torch.allclose(together[0].raw, together[1].raw)
