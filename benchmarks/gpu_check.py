@@ -8,7 +8,9 @@ W&B off), each under its own time limit so that one failure does not cost the re
    threads, and compiled;
 3. ``--population=256`` and ``--population=16`` on the GPU, a single run on the GPU;
 4. ``--population=64`` compiled with CUDA graphs (``TORCHINDUCTOR_CUDAGRAPHS=1``; the note says if inductor
-   skipped them), and a two-process DDP smoke run (CPU ranks).
+   skipped them), and a two-process DDP smoke run (CPU ranks);
+5. the Meta arm (conf/hopper.yaml, what the studies mostly run): a single run on the CPU and ``--population=64``
+   compiled on the GPU, if the budget leaves time for them.
 
 Each command reports evaluations at a quarter of its budget and at its end, so besides its whole-command rate the
 table gives its rate past start-up (between the first and the last evaluation, from ``wall_time_s`` in the first
@@ -47,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "conf/hopper_ddpg.yaml"
+META = "conf/hopper.yaml"  # the Meta arm's rows
 QUIET = ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false"]
 
 
@@ -58,6 +61,7 @@ class Check:
     args: list[str]
     limit: float  # seconds
     env: dict[str, str] = field(default_factory=dict)
+    config: str = CONFIG
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Result:
 
 
 def fit(run_dir: Path, check: Check) -> list[str]:
-    args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", CONFIG, "--run_dir", str(run_dir)]
+    args = [sys.executable, "-m", "lightning_meta_rl", "fit", "--config", check.config, "--run_dir", str(run_dir)]
     every = max(100, check.steps // 4)
     args += [f"--data.total_env_steps={check.steps}", "--data.warmup_steps=100", f"--data.eval_every={every}"]
     return [*args, "--data.eval_episodes=1", *QUIET, *check.args]
@@ -121,6 +125,7 @@ def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
                 f"population 2, {gpu}, eager, {threads} env threads", 2, 600, [eager, on_gpu, "--population=2", t], 120
             ),
             Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 120),
+            Check(f"Meta: population 2, {gpu}, eager", 2, 600, [eager, on_gpu, "--population=2"], 120, config=META),
         ]
     graphs = {"TORCHINDUCTOR_CUDAGRAPHS": "1"}
     one = "--trainer.devices=1"  # a population trains on one device (several would ask for DDP)
@@ -153,23 +158,33 @@ def checks(gpu: str, quick: bool, threads: int) -> list[Check]:
             graphs,
         ),
         Check("DDP smoke, 2 CPU ranks", 2, 600, [eager, on_cpu, "--trainer.devices=2"], 90),
+        Check("Meta: single run, CPU, eager", 1, 6000, [eager, on_cpu, one], 90, config=META),
+        Check(
+            f"Meta: population 64, {gpu}, compiled, {threads} env threads",
+            64,
+            3000,
+            [compiled, *pop, "--population=64", t],
+            200,
+            config=META,
+        ),
     ]
 
 
 def table(results: list[Result], header: list[str]) -> str:
-    base = {r.check.what: r for r in results if r.check.what.startswith("single run, CPU") and r.wall}
-    eager = base.get("single run, CPU, eager")
+    # each row against the eager single CPU run of its own config
+    eager = {r.check.config: r for r in results if r.check.what.endswith("single run, CPU, eager") and r.past}
     lines = [
         *header,
         "| run | seeds | env steps per seed | wall s | total env steps/s, whole command | past start-up "
-        "| past start-up vs the CPU run, eager | note |",
+        "| past start-up vs its config's CPU run, eager | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         c = r.check
         rate = f"{c.seeds * c.steps / r.wall:.0f}" if r.wall and not c.what.startswith("DDP") else "-"
         past = f"{r.past:.0f}" if r.past else "-"
-        vs = f"{r.past / eager.past:.2f}" if r.past and eager and eager.past else "-"
+        base = eager.get(c.config)
+        vs = f"{r.past / base.past:.2f}" if r.past and base and base.past else "-"
         wall = "-" if r.wall is None else f"{r.wall:.1f}"
         lines.append(f"| {c.what} | {c.seeds} | {c.steps} | {wall} | {rate} | {past} | {vs} | {r.note} |")
     return "\n".join(lines) + "\n"
@@ -225,7 +240,7 @@ def main() -> None:
         "",
         f"{date.today().isoformat()}, {os.cpu_count()} CPUs; `python benchmarks/gpu_check.py"
         f"{' --cpu-only' if args.cpu_only else ''}{' --quick' if args.quick else ''} --budget {args.budget:.0f} "
-        f"--env-threads {args.env_threads}`. {CONFIG}, whole commands (start-up included), one torch thread per "
+        f"--env-threads {args.env_threads}`. {CONFIG} ({META} where a row says Meta), whole commands (start-up included), one torch thread per "
         "process; past start-up: between the first evaluation (a quarter of the budget) and the last.",
         "",
     ]

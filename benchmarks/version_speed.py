@@ -1,8 +1,8 @@
 """Is a run as fast with the working tree as with an earlier commit? Whole commands, timed from outside.
 
 Checks out ``--base`` in a temporary git worktree and runs the same fit (one seed, or ``--population N``) with
-both versions in turn
-(base, ours, base, ours, ...), one process at a time, each with one torch thread and a fresh run directory.
+both versions in turn, one process at a time (base first in odd pairs, ours first in even ones), each with one
+torch thread and a fresh run directory.
 Each process is timed whole, start-up and compiling included: wall seconds around it, and its CPU seconds
 (user + system) as the operating system accounts them for the finished child. The ratio ours / base is taken
 pair by pair, so that the machine's drift moves both sides of a ratio alike; the table gives the median of
@@ -77,7 +77,12 @@ def timed(tree: Path, args: list[str], run_dir: Path, cache: Path) -> Timing:
     with open(log, "w") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: the fit must not outlive its worktree
+            proc.kill()
+            proc.wait()
+            raise
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -135,6 +140,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         tree, cache = tmp_path / "base", tmp_path / "inductor_cache"
         git("worktree", "add", "--detach", str(tree), args.base)
+        label = {tree: "base", ROOT: "ours"}
         try:
             for config in args.configs:
                 for mode in args.modes:
@@ -142,8 +148,9 @@ def main() -> None:
                     ours: list[Timing] = []
                     base: list[Timing] = []
                     for k in range(args.pairs + 1):
-                        b = timed(tree, fit, tmp_path / f"base_{len(rows)}_{k}", cache)
-                        o = timed(ROOT, fit, tmp_path / f"ours_{len(rows)}_{k}", cache)
+                        order = (tree, ROOT) if k % 2 else (ROOT, tree)  # which version goes first alternates
+                        done = {v: timed(v, fit, tmp_path / f"{label[v]}_{len(rows)}_{k}", cache) for v in order}
+                        b, o = done[tree], done[ROOT]
                         if k > 0:  # the first pair only warms the caches
                             base.append(b)
                             ours.append(o)
@@ -161,8 +168,9 @@ def main() -> None:
             "",
             f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} CPUs, one torch thread; "
             f"`{command}`. Each fit: {args.steps} env steps per seed, {seeds}, no logger, no callbacks, one reporting "
-            f"evaluation at the end. {args.pairs} counted pairs per setting (base, then ours), after one "
-            "uncounted pair. Ratio: ours / base, pair by pair (below 1: ours is faster).",
+            f"evaluation at the end. {args.pairs} counted pairs per setting, after one "
+            "uncounted pair; which version goes first alternates from pair to pair. Ratio: ours / base, pair by "
+            "pair (below 1: ours is faster, above 1: slower).",
             "",
             "| setting | figure | base, median | ours, median | ours / base, median | min | max |",
             "| --- | --- | --- | --- | --- | --- | --- |",

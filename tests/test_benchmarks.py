@@ -218,9 +218,11 @@ def test_throughput_ratios_price_the_compiled_arm_by_its_steady_state_and_its_fi
 def test_version_speed_takes_each_ratio_within_its_pair_and_refuses_unpaired_timings() -> None:
     from version_speed import Timing, fit_args, ratios, table_rows
 
-    # the machine slows down between pairs: per-pair ratios stay 0.9, while a ratio of medians would not
+    # the machine slows down between pairs: every pair's ratio is 0.9
     assert ratios([9.0, 18.0, 90.0], [10.0, 20.0, 100.0]) == pytest.approx((0.9, 0.9, 0.9))
     assert ratios([11.0, 9.0, 10.0], [10.0, 10.0, 10.0]) == pytest.approx((1.0, 0.9, 1.1))
+    # the median of the pairs' ratios, neither the ratio of the medians (20 / 15) nor of sorted timings (1.2)
+    assert ratios([12.0, 20.0, 30.0], [40.0, 10.0, 15.0]) == pytest.approx((2.0, 0.3, 2.0))
     with pytest.raises(ValueError, match="as many timings"):
         ratios([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="at least one"):
