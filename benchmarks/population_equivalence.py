@@ -47,7 +47,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from population_jobs import PopulationJob, seed_results
-from runlib import ROOT, finished, run_all, write_rows
+from runlib import ROOT, finished, run_all, write_keeping_earlier, write_rows
 
 FOLDER = ROOT / "benchmarks" / "results" / "population_equivalence"
 ARMS = {"ddpg": "pendulum_ddpg.yaml", "meta": "pendulum.yaml"}
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if not args.quick and rows:
         write_rows(FOLDER / "scores.csv", rows)
-        (FOLDER / "population_equivalence.md").write_text(text)
+        write_keeping_earlier(FOLDER / "population_equivalence.md", text)  # scores.csv: the latest run
 
 
 if __name__ == "__main__":
