@@ -66,9 +66,9 @@ def d0(kind: str, n: int, together: bool) -> Callable[[], None]:
 
     @torch.no_grad()
     def as_one() -> None:
-        stack = TeacherStack(teachers)
+        stack, everyone = TeacherStack(teachers), list(range(n))
         for step in obs:
-            stack.act(step, students, streams)
+            stack.act(everyone, step, students, streams)
 
     return as_one if together else in_turn
 

@@ -99,6 +99,21 @@ def test_the_update_benchmark_runs_in_its_quick_form() -> None:
     assert "ms per update" in done.stdout
 
 
+def test_the_teacher_acting_benchmark_runs_in_its_quick_form() -> None:
+    # it calls TeacherStack directly: a change of its signature must break this test, not the next measurement
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "teacher_acting.py"), "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| meta")]
+    assert [r.split(" | ")[0] for r in rows] == ["| meta", "| meta_state", "| meta_variance"]
+
+
 def test_the_profile_breakdown_sums_samples_into_non_overlapping_parts() -> None:
     breakdown = importlib.import_module("profile_breakdown")
     raw = "\n".join(
