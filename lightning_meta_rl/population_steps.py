@@ -3,9 +3,10 @@
 The Meta arm's steps are those of ``MetaRLModule.meta_iteration``, with K teacher samples per member, each done for
 all members at once where it can be: D0 is collected in lockstep with one stacked student call and one call of
 the members' stacked teachers per step; the members' look-ahead students are one stacked copy (K per member)
-trained by one ``ddpg_step`` per update, each on its own D0 segment; D1 and R(pi) are the members' episodes in lockstep (members whose episodes end sooner drop out
-of the batched call), one pass per sample; each member's teacher takes its own step on its own meta-rewards; the
-student updates follow each member's own update credit (``member_updates``, both arms).
+trained by one ``ddpg_step`` per update, each on its own D0 segment; D1 and R(pi) are the members' episodes in
+lockstep (members whose episodes end sooner drop out of the batched call), one pass per sample; each member's
+teacher takes its own step on its own meta-rewards; the student updates follow each member's own update credit
+(``member_updates``, both arms).
 """
 
 from __future__ import annotations
